@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# One-command set-up of snngen on a fresh machine:
+#   1. PyTorch 2.13.0, unless it is installed already. Plain `pip install torch==2.13.0` takes the
+#      CPU build where the machine's pip finds one (as on snngen's CI machines). On a CPU-only
+#      machine whose pip would fetch the CUDA build, set TORCH_INDEX_URL to PyTorch's CPU wheel
+#      index first. torchvision is never installed: snngen does not use it.
+#   2. snngen itself, editable, with its test extras (pytest, hypothesis, ruff, tonic).
+# Usage: bash scripts/setup.sh            (PYTHON=python3.11 bash scripts/setup.sh to choose)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if "$PY" -c "import sys, torch; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" 2>/dev/null; then
+  echo "setup: torch $("$PY" -c 'import torch; print(torch.__version__)') already installed"
+elif [ -n "${TORCH_INDEX_URL:-}" ]; then
+  "$PY" -m pip install --quiet "torch==2.13.0" --index-url "$TORCH_INDEX_URL"
+else
+  "$PY" -m pip install --quiet "torch==2.13.0"
+fi
+"$PY" -m pip install --quiet -e ".[test]"
+"$PY" -c "import torch, snngen; print('setup: snngen', snngen.__version__, 'with torch', torch.__version__)"

@@ -1,0 +1,279 @@
+"""The ``snngen`` command line: train, sample, eval, info, and small helpers.
+
+Every command has ``--help`` with an example. A user error (missing file, bad key, a folder that
+is not a run, a checkpoint of another model, ``--n 0``) prints one line and exits with status 2,
+writing nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from snngen.errors import SnngenError
+
+EPILOG_TRAIN = """examples:
+  snngen train configs/sae_mnist5k.yaml
+  snngen train configs/fsvae_mnist.yaml trainer.max_epochs=5 data.batch_size=128
+  snngen train configs/sae_mnist5k.yaml --resume runs/sae_mnist5k
+  snngen train configs/sae_mnist5k.yaml trainer.devices=2 trainer.strategy=ddp
+"""
+EPILOG_SAMPLE = """examples:
+  snngen sample runs/sae_mnist5k --n 64 --out samples.png
+  snngen sample runs/ddpm_mnist5k --n 16 --solver dpm-solver --steps 20 --out dpm20.png
+"""
+EPILOG_EVAL = """examples:
+  snngen eval runs/sae_mnist5k --metrics fid,kid,is,pr --n 1000
+  snngen eval runs/fsvae_mnist5k --metrics mse,fid --features inception --out eval.json
+"""
+EPILOG_INFO = """examples:
+  snngen info runs/sae_mnist5k
+  snngen info runs/sae_mnist5k --batch 16 --json info.json
+"""
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``snngen`` command."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="snngen",
+        description="Spiking-neural-network generative models: train, sample, evaluate.",
+        epilog="run 'snngen COMMAND --help' for a command's options and examples",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "train", help="train a model from a YAML config", epilog=EPILOG_TRAIN, formatter_class=fmt
+    )
+    p.add_argument("config", help="YAML run config (see configs/)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_steps=100")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
+    p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
+
+    p = sub.add_parser(
+        "sample", help="draw samples from a trained run", epilog=EPILOG_SAMPLE, formatter_class=fmt
+    )
+    p.add_argument("run", help="run folder")
+    p.add_argument("--n", type=positive_int, default=64, help="number of samples (default 64)")
+    p.add_argument("--out", default=None, help="output PNG (default RUN/samples.png)")
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    p.add_argument(
+        "--solver", default=None, help="diffusion sampler: ddpm|ddim|analytic-dpm|dpm-solver"
+    )
+    p.add_argument("--steps", type=positive_int, default=None, help="sampler steps (diffusion)")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (priors)")
+
+    p = sub.add_parser(
+        "eval", help="evaluate a trained run", epilog=EPILOG_EVAL, formatter_class=fmt
+    )
+    p.add_argument("run", help="run folder")
+    p.add_argument("--metrics", default="mse,fid,kid", help="comma list of mse,fid,kid,is,pr")
+    p.add_argument("--n", type=positive_int, default=1000, help="number of samples (default 1000)")
+    p.add_argument(
+        "--features",
+        default="classifier",
+        choices=["classifier", "inception"],
+        help="feature network for fid/kid/is/pr (default classifier)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="JSON file (default RUN/metrics.json)")
+
+    p = sub.add_parser(
+        "info",
+        help="parameters, firing rates, SOPs, MACs, energy of a run",
+        epilog=EPILOG_INFO,
+        formatter_class=fmt,
+    )
+    p.add_argument("run", help="run folder")
+    p.add_argument("--batch", type=positive_int, default=8, help="test images to measure on")
+    p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+
+    p = sub.add_parser(
+        "datasets",
+        help="list the datasets and the files each expects",
+        epilog="examples:\n  snngen datasets",
+        formatter_class=fmt,
+    )
+    p = sub.add_parser(
+        "models", help="list the models", epilog="examples:\n  snngen models", formatter_class=fmt
+    )
+    p = sub.add_parser(
+        "classifier",
+        help="train (or show) the in-package feature classifier",
+        epilog="examples:\n  snngen classifier mnist5k",
+        formatter_class=fmt,
+    )
+    p.add_argument("dataset", help="dataset name, e.g. mnist5k")
+    p.add_argument("--root", default=None, help="data root for datasets that need one")
+    return parser
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from snngen.config import load_config, save_config
+    from snngen.runs import CONFIG_FILE, check_run_dir, data_info, new_run_dir, open_datasets
+    from snngen.train import fit
+
+    cfg = load_config(args.config, args.overrides)
+    train_set, test_set = open_datasets(cfg)
+    info = data_info(train_set)
+    child = os.environ.get("SNNGEN_RUN_DIR") and os.environ.get("LOCAL_RANK", "0") != "0"
+    if args.resume:
+        run_dir = check_run_dir(args.resume)
+    elif child:
+        run_dir = Path(os.environ["SNNGEN_RUN_DIR"])
+    else:
+        run_dir = new_run_dir(cfg)
+    if not child:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / CONFIG_FILE)
+        os.environ["SNNGEN_RUN_DIR"] = str(run_dir)  # DDP children started by Lightning reuse it
+    fixed = _fixed_batch(test_set)
+    lit = fit(cfg, run_dir, train_set, info, fixed_batch=fixed, resume=bool(args.resume))
+    if not lit.trainer.is_global_zero:
+        return 0
+    from snngen.evaluation import finish_run
+
+    finish_run(run_dir, lit.eval_model, cfg, test_set, fixed, evaluate=not args.no_eval)
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def _fixed_batch(test_set, n: int = 8):
+    import torch
+
+    from snngen.train import batch_to_input
+
+    items = [test_set[i][0] for i in range(min(n, len(test_set)))]
+    return batch_to_input(torch.stack(items))
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from snngen.evaluation import sample_kwargs
+    from snngen.report import write_samples
+    from snngen.runs import load_run
+
+    run = load_run(args.run)
+    import torch
+
+    kwargs = sample_kwargs(
+        run.model, solver=args.solver, steps=args.steps, temperature=args.temperature
+    )
+    gen = torch.Generator().manual_seed(args.seed)
+    samples = run.model.sample(args.n, generator=gen, **kwargs)
+    out = Path(args.out) if args.out else run.path / "samples.png"
+    for path in write_samples(samples, out):
+        print(path)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from snngen.evaluation import evaluate_model, write_metrics
+    from snngen.runs import load_run, open_datasets
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    known = {"mse", "fid", "kid", "is", "pr"}
+    bad = [m for m in metrics if m not in known]
+    if bad or not metrics:
+        raise SnngenError(f"--metrics: unknown {bad or metrics}; choose from {sorted(known)}")
+    run = load_run(args.run)
+    _, test_set = open_datasets(run.cfg)
+    result = evaluate_model(
+        run.model, run.cfg, test_set, metrics, args.n, args.features, seed=args.seed
+    )
+    out = Path(args.out) if args.out else run.path / "metrics.json"
+    write_metrics(result, out)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from snngen.evaluation import model_info
+    from snngen.runs import load_run, open_datasets
+
+    run = load_run(args.run)
+    _, test_set = open_datasets(run.cfg)
+    info = model_info(run.model, test_set, n=args.batch)
+    print(info["table"])
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({k: v for k, v in info.items() if k != "table"}, indent=2)
+        )
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from snngen.data import describe_datasets
+
+    print(describe_datasets())
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from snngen.models import list_models
+
+    print("\n".join(list_models()))
+    return 0
+
+
+def cmd_classifier(args: argparse.Namespace) -> int:
+    from snngen.metrics import train_classifier
+
+    path, acc = train_classifier(args.dataset, root=args.root)
+    print(f"classifier for {args.dataset}: {path} (test accuracy {acc:.4f})")
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "sample": cmd_sample,
+    "eval": cmd_eval,
+    "info": cmd_info,
+    "datasets": cmd_datasets,
+    "models": cmd_models,
+    "classifier": cmd_classifier,
+}
+
+
+def _quiet_third_party_warnings() -> None:
+    """Hide deprecation noise that Lightning emits from its own internals (not the user's doing)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"lightning(\..*)?")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``snngen``; returns the exit status (2 for user errors)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _quiet_third_party_warnings()
+    try:
+        return COMMANDS[args.command](args)
+    except (SnngenError, FileNotFoundError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"snngen: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("snngen: interrupted; the last checkpoint is kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

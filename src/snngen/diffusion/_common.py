@@ -1,0 +1,89 @@
+"""Small helpers shared by the samplers (initial noise, calling the network, progress bars)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from snngen.errors import ConfigError
+
+#: An eps-predicting network: ``eps_model(x_t [B, ...], t [B]) -> eps [B, ...]``.
+EpsModel = Callable[[Tensor, Tensor], Tensor]
+
+T = TypeVar("T")
+
+
+def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise a ``ConfigError`` naming them."""
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
+    return value
+
+
+def initial_noise(
+    x_T: Tensor | Sequence[int],
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """The starting point of a sampler.
+
+    ``x_T`` is either a tensor ``[B, ...]`` (used as given, e.g. fixed noise for benchmarks; it is
+    copied, never modified) or a shape ``(B, ...)`` from which standard normal noise is drawn with
+    ``generator`` on ``device`` (default: the generator's device, else CPU) in ``dtype``
+    (default float32).
+    """
+    if isinstance(x_T, Tensor):
+        if not x_T.is_floating_point():
+            raise ValueError(f"x_T must be a floating-point tensor, got dtype {x_T.dtype}")
+        x = x_T.to(device=device or x_T.device, dtype=dtype or x_T.dtype)
+        return x.clone() if x is x_T else x
+    shape = tuple(int(s) for s in x_T)
+    if len(shape) < 1 or min(shape) < 1:
+        raise ValueError(f"x_T must be a tensor or a non-empty shape of positive sizes, got {x_T}")
+    if device is None:
+        device = generator.device if generator is not None else "cpu"
+    return torch.randn(shape, generator=generator, device=device, dtype=dtype or torch.float32)
+
+
+def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Standard normal noise shaped like ``x`` drawn from ``generator`` (which must share its
+    device)."""
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def call_eps_model(eps_model: EpsModel, x: Tensor, t: int | float, *, integer: bool) -> Tensor:
+    """Evaluate ``eps_model(x [B, ...], t [B]) -> eps [B, ...]`` at one time for the whole batch.
+
+    ``integer=True`` passes ``t`` as a ``torch.long`` tensor (DDPM, DDIM, Analytic-DPM);
+    ``integer=False`` as a floating tensor of ``x``'s dtype (DPM-Solver's fractional times).
+    """
+    if integer:
+        t_batch = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+    else:
+        t_batch = torch.full((x.shape[0],), float(t), device=x.device, dtype=x.dtype)
+    eps = eps_model(x, t_batch)
+    if not isinstance(eps, Tensor) or eps.shape != x.shape:
+        got = tuple(eps.shape) if isinstance(eps, Tensor) else type(eps).__name__
+        raise ValueError(
+            f"eps_model must return a tensor shaped like its input {tuple(x.shape)}, got {got}"
+        )
+    return eps.to(x.dtype)
+
+
+def progress_iter(items: Iterable[T], *, enabled: bool, desc: str, total: int) -> Iterator[T]:
+    """Iterate over ``items`` with a tqdm progress bar when ``enabled``."""
+    if not enabled:
+        yield from items
+        return
+    yield from tqdm(items, desc=desc, total=total, leave=False)
+
+
+def expand_to(coef: Tensor, x: Tensor) -> Tensor:
+    """Broadcast a per-sample coefficient ``[B]`` against ``x [B, ...]`` (as ``[B, 1, ...]``)."""
+    return coef.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))

@@ -1,0 +1,118 @@
+"""DDIM sampling (Song, Meng & Ermon 2021) with stochasticity ``eta`` (``eta = 0``: deterministic).
+
+One step from ``x_n`` to the earlier step ``s`` of the trajectory (DDIM Eq. 12)::
+
+    x_s = sqrt(ab_s) x0_pred + sqrt(1 - ab_s - sigma^2) eps + sigma z,
+    x0_pred = (x_n - sqrt(1 - ab_n) eps) / sqrt(ab_n),
+    sigma^2 = eta^2 (1 - ab_s) / (1 - ab_n) (1 - ab_n / ab_s)            (DDIM Eq. 16)
+
+The last step goes to clean data (``ab_s = 1``, i.e. it returns ``x0_pred``), as in the DDIM code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from snngen.diffusion._common import (
+    EpsModel,
+    call_eps_model,
+    initial_noise,
+    progress_iter,
+    randn_like,
+)
+from snngen.diffusion.ddpm import predict_x0
+from snngen.diffusion.schedule import NoiseSchedule, sampling_timesteps
+
+
+def ddim_sigma2(alpha_bar: float, alpha_bar_prev: float, eta: float) -> float:
+    """DDIM Eq. (16): ``eta^2 * (1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)``.
+
+    ``eta = 1`` gives DDPM's posterior variance beta tilde (for the respaced betas).
+    """
+    return eta**2 * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar) * (1.0 - alpha_bar / alpha_bar_prev)
+
+
+def generalized_step(
+    x: Tensor,
+    eps: Tensor,
+    alpha_bar: float,
+    alpha_bar_prev: float,
+    *,
+    lambda2: float,
+    sigma2: float,
+    noise: Tensor | None,
+    clip_denoised: bool = False,
+) -> Tensor:
+    """One step of the generalized (non-Markovian) reverse process, ``[B, ...]`` in and out.
+
+    Mean ``sqrt(ab_prev) x0_pred + sqrt(1 - ab_prev - lambda2) eps`` (DDIM Eq. 12; Analytic-DPM's
+    mu~_n with the optimal x0, Theorem 1), plus ``sqrt(sigma2) noise``. DDIM uses
+    ``sigma2 = lambda2``; Analytic-DPM uses its optimal variance with the same mean.
+    """
+    x0 = predict_x0(x, eps, alpha_bar, clip_denoised)
+    mean = (
+        math.sqrt(alpha_bar_prev) * x0 + math.sqrt(max(1.0 - alpha_bar_prev - lambda2, 0.0)) * eps
+    )
+    if noise is None or sigma2 <= 0.0:
+        return mean
+    return mean + math.sqrt(sigma2) * noise
+
+
+@torch.no_grad()
+def ddim_sample(
+    eps_model: EpsModel,
+    schedule: NoiseSchedule,
+    x_T: Tensor | Sequence[int],
+    steps: int = 50,
+    *,
+    eta: float = 0.0,
+    spacing: str = "uniform",
+    timesteps: Sequence[int] | Tensor | None = None,
+    clip_denoised: bool = False,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """Sample with DDIM.
+
+    Args:
+        eps_model: ``eps_model(x_t [B, ...], t [B] long) -> eps [B, ...]``.
+        schedule: the training noise schedule.
+        x_T: starting noise ``[B, ...]`` or a shape to draw.
+        steps: number of network calls (trajectory length).
+        eta: 0 = deterministic DDIM; 1 = DDPM-like ancestral sampling on the same trajectory.
+        spacing: ``"uniform"`` (DDIM default), ``"quadratic"``, ``"linspace"`` or ``"trailing"``
+            (see :func:`snngen.diffusion.schedule.discrete_timesteps`).
+        timesteps: explicit trajectory (distinct ints in ``0..N-1``); overrides steps/spacing.
+        clip_denoised: clamp ``x0_pred`` to ``[-1, 1]`` (``eps`` is kept as predicted).
+        generator: drives all noise; progress: show a progress bar.
+
+    Returns:
+        ``x_0`` ``[B, ...]``.
+    """
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+    taus = sampling_timesteps(schedule, steps, spacing, timesteps)
+    x = initial_noise(x_T, generator=generator, device=device, dtype=dtype)
+    pairs = list(zip(taus, taus[1:] + [-1], strict=True))
+    for n, prev in progress_iter(pairs, enabled=progress, desc="ddim", total=len(pairs)):
+        ab, ab_prev = schedule.alpha_bar(n), schedule.alpha_bar(prev)
+        eps = call_eps_model(eps_model, x, n, integer=True)
+        sigma2 = ddim_sigma2(ab, ab_prev, eta)
+        noise = randn_like(x, generator) if sigma2 > 0 else None
+        x = generalized_step(
+            x,
+            eps,
+            ab,
+            ab_prev,
+            lambda2=sigma2,
+            sigma2=sigma2,
+            noise=noise,
+            clip_denoised=clip_denoised,
+        )
+    return x

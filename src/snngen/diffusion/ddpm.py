@@ -1,0 +1,115 @@
+"""DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), optionally on a respaced trajectory.
+
+With ``steps < N`` the chain runs on a subsequence ``tau`` of the training steps, respaced as in
+improved DDPM (Nichol & Dhariwal 2021, Sec. 4): the subsequence defines its own betas
+``beta'_i = 1 - alpha_bar_{tau_i} / alpha_bar_{tau_{i-1}}`` and the usual posterior formulas
+are applied to them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from snngen.diffusion._common import (
+    EpsModel,
+    call_eps_model,
+    check_choice,
+    initial_noise,
+    progress_iter,
+    randn_like,
+)
+from snngen.diffusion.schedule import NoiseSchedule, sampling_timesteps
+
+VARIANCES = ("fixedlarge", "fixedsmall")
+
+
+def predict_x0(x: Tensor, eps: Tensor, alpha_bar: float, clip_denoised: bool = False) -> Tensor:
+    """``x0 = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar)`` (DDPM Eq. 4 solved for x0);
+    clamped to ``[-1, 1]`` when ``clip_denoised``. Shapes ``[B, ...]``."""
+    x0 = (x - math.sqrt(1.0 - alpha_bar) * eps) / math.sqrt(alpha_bar)
+    return x0.clamp(-1.0, 1.0) if clip_denoised else x0
+
+
+def ddpm_step(
+    x: Tensor,
+    eps: Tensor,
+    alpha_bar: float,
+    alpha_bar_prev: float,
+    noise: Tensor | None,
+    *,
+    variance: str = "fixedlarge",
+    clip_denoised: bool = False,
+) -> Tensor:
+    """One ancestral step ``x_n -> x_prev`` given the network's ``eps`` (``[B, ...]``).
+
+    Mean: the posterior mean of DDPM Eq. (7) at the predicted ``x0``; variance ``beta`` (
+    ``"fixedlarge"``) or ``beta tilde`` (``"fixedsmall"``), Sec. 3.2. ``alpha_bar_prev = 1``
+    (the last step) returns the mean, and so does ``noise=None``.
+    """
+    beta = 1.0 - alpha_bar / alpha_bar_prev
+    x0 = predict_x0(x, eps, alpha_bar, clip_denoised)
+    # DDPM Eq. (7): mu~ = sqrt(ab_prev) beta / (1 - ab) x0 + sqrt(alpha) (1 - ab_prev) / (1 - ab) x
+    c_x0 = math.sqrt(alpha_bar_prev) * beta / (1.0 - alpha_bar)
+    c_xt = math.sqrt(1.0 - beta) * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar)
+    mean = c_x0 * x0 + c_xt * x
+    if alpha_bar_prev >= 1.0 or noise is None:
+        return mean
+    var = beta if variance == "fixedlarge" else beta * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar)
+    return mean + math.sqrt(var) * noise
+
+
+@torch.no_grad()
+def ddpm_sample(
+    eps_model: EpsModel,
+    schedule: NoiseSchedule,
+    x_T: Tensor | Sequence[int],
+    steps: int | None = None,
+    *,
+    variance: str = "fixedlarge",
+    spacing: str = "linspace",
+    timesteps: Sequence[int] | Tensor | None = None,
+    clip_denoised: bool = False,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """Sample with DDPM's ancestral sampler.
+
+    Args:
+        eps_model: ``eps_model(x_t [B, ...], t [B] long) -> eps [B, ...]``.
+        schedule: the training noise schedule (``N`` steps).
+        x_T: starting noise ``[B, ...]`` (kept fixed, e.g. for benchmarks) or a shape to draw.
+        steps: number of network calls; ``None`` = all ``N`` (the original sampler); fewer runs
+            on a respaced trajectory (``spacing``, see :func:`discrete_timesteps`).
+        variance: ``"fixedlarge"`` (sigma^2 = beta, DDPM's and SDDPM's choice) or
+            ``"fixedsmall"`` (sigma^2 = posterior beta tilde).
+        timesteps: explicit trajectory (distinct ints in ``0..N-1``); overrides steps/spacing.
+        clip_denoised: clamp the predicted ``x0`` to ``[-1, 1]`` at each step (images).
+        generator: drives all noise (initial and per-step); must live on the samples' device.
+        progress: show a progress bar.
+
+    Returns:
+        ``x_0`` ``[B, ...]`` (floating; not clamped). The last step adds no noise.
+    """
+    check_choice("variance", variance, VARIANCES)
+    taus = sampling_timesteps(schedule, steps, spacing, timesteps)
+    x = initial_noise(x_T, generator=generator, device=device, dtype=dtype)
+    pairs = list(zip(taus, taus[1:] + [-1], strict=True))
+    for n, prev in progress_iter(pairs, enabled=progress, desc="ddpm", total=len(pairs)):
+        eps = call_eps_model(eps_model, x, n, integer=True)
+        noise = randn_like(x, generator) if prev >= 0 else None
+        x = ddpm_step(
+            x,
+            eps,
+            schedule.alpha_bar(n),
+            schedule.alpha_bar(prev),
+            noise,
+            variance=variance,
+            clip_denoised=clip_denoised,
+        )
+    return x

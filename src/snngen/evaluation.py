@@ -1,0 +1,185 @@
+"""Evaluate a trained model: reconstruction error, sample metrics, compute cost; finish a run.
+
+Metrics are computed on images in [0, 1]. Event models are compared on their time-summed
+frames (ON and OFF counts) turned into images, see :func:`events_to_images`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from snngen.config import RunConfig
+from snngen.models import GenerativeModel
+from snngen.report import is_event_batch, save_reconstructions, save_samples
+from snngen.train import batch_to_input
+
+
+def sample_kwargs(model: GenerativeModel, **options) -> dict:
+    """Return the ``options`` that ``model.sample`` accepts, dropping ``None`` values.
+
+    Raises :class:`~snngen.errors.SnngenError` if an option is given that the model has no use for.
+    """
+    from snngen.errors import SnngenError
+
+    params = inspect.signature(model.sample).parameters
+    out = {}
+    for key, value in options.items():
+        if value is None:
+            continue
+        if key not in params:
+            raise SnngenError(f"--{key} does not apply to model {model.name!r}")
+        out[key] = value
+    return out
+
+
+def events_to_images(x: Tensor) -> Tensor:
+    """Turn event frames ``[T, B, 2, H, W]`` into images ``[B, 1, H, W]`` in [0, 1].
+
+    The image is the total event count per pixel (both polarities, all steps) divided by its
+    maximum over the batch, a picture of where the stream has edges.
+    """
+    img = x.float().clamp(min=0).sum(dim=(0, 2)).unsqueeze(1)
+    return img / img.amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-8)
+
+
+def _as_images(x: Tensor) -> Tensor:
+    return events_to_images(x) if is_event_batch(x) else x
+
+
+def test_batches(test_set: Dataset, n: int, batch_size: int):
+    """Yield model-input batches of the first ``n`` test items (images or time-first events)."""
+    n = min(n, len(test_set))
+    for start in range(0, n, batch_size):
+        items = [test_set[i][0] for i in range(start, min(n, start + batch_size))]
+        yield batch_to_input(torch.stack(items))
+
+
+@torch.no_grad()
+def generate(model: GenerativeModel, n: int, batch_size: int, seed: int = 0, **kwargs) -> Tensor:
+    """Return ``n`` samples drawn in batches with a progress bar (seeded)."""
+    gen = torch.Generator().manual_seed(seed)
+    chunks = []
+    for start in tqdm(range(0, n, batch_size), desc="sampling", unit="batch", leave=False):
+        chunks.append(model.sample(min(batch_size, n - start), generator=gen, **kwargs).cpu())
+    return torch.cat(chunks, dim=1 if is_event_batch(chunks[0]) else 0)
+
+
+@torch.no_grad()
+def reconstruction_mse(model: GenerativeModel, test_set: Dataset, n: int, batch_size: int) -> dict:
+    """Return ``{"value", "n"}``: mean squared error of reconstructions of ``n`` test items."""
+    total, count = 0.0, 0
+    for x in test_batches(test_set, n, batch_size):
+        recon = model.reconstruct(x)
+        total += torch.sum((recon.float() - x.float()) ** 2).item()
+        count += x.numel()
+    return {"value": total / count, "n": min(n, len(test_set))}
+
+
+def evaluate_model(
+    model: GenerativeModel,
+    cfg: RunConfig,
+    test_set: Dataset,
+    metrics: list[str],
+    n: int,
+    features: str = "classifier",
+    seed: int = 0,
+    batch_size: int | None = None,
+) -> dict:
+    """Return a JSON-ready dict of the requested metrics of ``model`` against ``test_set``.
+
+    ``mse``: reconstruction error of ``n`` test items (images in [0, 1]); ``fid``, ``kid``,
+    ``is``, ``pr``: ``n`` samples against ``n`` test images on the chosen feature network.
+    Every entry records its number of samples and feature network.
+    """
+    model.eval()
+    bs = batch_size or cfg.eval.batch_size
+    out: dict = {"model": model.name, "dataset": cfg.data.name}
+    t0 = time.perf_counter()
+    if "mse" in metrics and model.can_reconstruct:
+        out["mse"] = reconstruction_mse(model, test_set, n, bs)
+    gen_metrics = [m for m in metrics if m in ("fid", "kid", "is", "pr")]
+    if gen_metrics:
+        from snngen.metrics import evaluate as evaluate_samples
+        from snngen.metrics import feature_network
+
+        fake = _as_images(generate(model, n, bs, seed=seed))
+        real = torch.cat([_as_images(x) for x in test_batches(test_set, n, bs)])
+        net = feature_network(features, dataset=cfg.data.name, root=cfg.data.root,
+                              channels=real.shape[1])
+        results = evaluate_samples(fake, real, metrics=gen_metrics, features=net, batch_size=bs)
+        out.update({k: v.to_dict() for k, v in results.items()})
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def write_metrics(result: dict, path: str | Path) -> Path:
+    """Write a metrics dict as pretty JSON; returns the path."""
+    path = Path(path)
+    path.write_text(json.dumps(result, indent=2, default=_jsonable))
+    return path
+
+
+def _jsonable(value):
+    if isinstance(value, Tensor):
+        return value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return str(value)
+
+
+def finish_run(
+    run_dir: str | Path,
+    model: GenerativeModel,
+    cfg: RunConfig,
+    test_set: Dataset,
+    fixed: Tensor,
+    evaluate: bool = True,
+) -> dict | None:
+    """Write ``recon.png``, ``samples.png`` (events: also ``samples.gif``) and ``metrics.json``."""
+    run_dir = Path(run_dir)
+    model = model.cpu().eval()
+    save_reconstructions(model, fixed.cpu(), run_dir / "recon.png")
+    try:
+        save_samples(model, 64 if not is_event_batch(fixed) else 8, run_dir / "samples.png")
+    except NotImplementedError:
+        pass
+    if not evaluate:
+        return None
+    result = evaluate_model(model, cfg, test_set, cfg.eval.metrics, cfg.eval.n_samples,
+                            cfg.eval.features)
+    write_metrics(result, run_dir / "metrics.json")
+    return result
+
+
+@torch.no_grad()
+def model_info(model: GenerativeModel, test_set: Dataset, n: int = 8) -> dict:
+    """Return parameter count, per-layer firing rates, SOPs, MACs and energy per sample.
+
+    Measured with :class:`snngen.spiking.monitor.Monitor` on a reconstruction (or, for models
+    without one, on sampling) of ``n`` test items. ``"table"`` holds a printable summary.
+    """
+    from snngen.spiking.monitor import Monitor
+
+    model.eval()
+    x = next(test_batches(test_set, n, n))
+    with Monitor(model) as mon:
+        if model.can_reconstruct:
+            model.reconstruct(x)
+            measured_on = f"reconstruct({n} test items)"
+        else:
+            model.sample(n, generator=torch.Generator().manual_seed(0))
+            measured_on = f"sample({n})"
+    report = mon.report()
+    params = sum(p.numel() for p in model.parameters())
+    header = f"model {model.name}: {params:,} parameters; measured on {measured_on}\n"
+    return {"model": model.name, "parameters": params, "measured_on": measured_on,
+            **report.to_dict(), "table": header + report.table()}

@@ -1,0 +1,84 @@
+"""Where the trained feature networks live, and the one way they read their data.
+
+The in-package classifier and autoencoder are trained once per dataset and image size and kept
+under :func:`cache_dir` (``$SNNGEN_CACHE`` or ``~/.cache/snngen``) as plain ``torch.save`` dicts,
+written atomically. Both read labelled images through :func:`load_labelled_images`, which uses
+:func:`snngen.data.get_dataset`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from snngen.metrics.features import MetricsError
+
+
+def cache_dir() -> Path:
+    """Return snngen's cache folder: ``$SNNGEN_CACHE`` if set, else ``~/.cache/snngen``."""
+    env = os.environ.get("SNNGEN_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "snngen"
+
+
+def cached_file(
+    kind: str, dataset: str, image_size: int, cache: str | Path | None = None
+) -> Path:
+    """Return ``<cache>/<kind>/<dataset>_<image_size>.pt`` (``cache`` defaults to
+    :func:`cache_dir`), e.g. ``~/.cache/snngen/classifiers/mnist5k_32.pt``."""
+    base = Path(cache).expanduser() if cache is not None else cache_dir()
+    return base / kind / f"{dataset}_{image_size}.pt"
+
+
+def save_record(record: dict[str, Any], path: Path) -> Path:
+    """Write ``record`` with ``torch.save`` atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(record, tmp)
+    tmp.replace(path)
+    return path
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """Read a record written by :func:`save_record`; a truncated or foreign file raises
+    :class:`MetricsError` naming the file."""
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, corrupt or not a torch file
+        raise MetricsError(f"cannot read {path} ({err}); delete it to retrain") from err
+    if not isinstance(record, dict) or "state_dict" not in record or "config" not in record:
+        raise MetricsError(f"{path} is not an snngen feature-network file; delete it to retrain")
+    return record
+
+
+def _to_image(x: Tensor) -> Tensor:
+    """An item as an image ``[C, H, W]`` in [0, 1]. Event frames ``[T, 2, H, W]`` become the
+    total event count per pixel over its maximum, ``[1, H, W]`` (as snngen.evaluation does)."""
+    if x.dim() == 4:
+        img = x.float().clamp(min=0).sum(dim=(0, 1)).unsqueeze(0)
+        return img / img.max().clamp(min=1e-8)
+    return x.float()
+
+
+def load_labelled_images(
+    dataset: str, split: str, *, root: str | Path | None = None, image_size: int = 32
+) -> tuple[Tensor, Tensor]:
+    """Return ``(images [N, C, H, W] in [0, 1], labels [N] int64)`` of one split of a dataset.
+
+    Reads :func:`snngen.data.get_dataset` (items ``(x, label)``); event items ``[T, 2, H, W]``
+    become count images ``[1, H, W]``. ``split``: ``"train"`` or ``"test"``.
+    """
+    from snngen.data import get_dataset
+
+    ds = get_dataset(dataset, root=root, split=split, image_size=image_size)
+    images, labels = [], []
+    for i in range(len(ds)):
+        item = ds[i]
+        images.append(_to_image(torch.as_tensor(item[0])))
+        labels.append(int(item[1]))
+    if not images:
+        raise MetricsError(f"dataset {dataset!r} split {split!r} is empty")
+    return torch.stack(images), torch.tensor(labels, dtype=torch.long)

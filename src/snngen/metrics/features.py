@@ -1,0 +1,218 @@
+"""Feature networks and feature extraction shared by every sample metric.
+
+A feature network maps images ``[B, C, H, W]`` in [0, 1] to features ``[B, D]``; some (the
+in-package classifiers) also give class logits ``[B, K]``, which the Inception Score needs.
+Metrics never see images: :func:`extract_features` runs a network once over a set and every
+metric reuses the resulting :class:`Features`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from snngen.errors import SnngenError
+
+#: show a progress bar (when ``progress=None``) once a set needs more batches than this
+PROGRESS_MIN_BATCHES = 8
+
+
+class MetricsError(SnngenError, ValueError):
+    """A bad request to the metrics (unknown feature network, missing weights, bad sizes)."""
+
+
+class FeatureNet(nn.Module):
+    """Base class of feature networks.
+
+    Subclasses implement ``forward(x) -> [B, D]`` on images ``[B, C, H, W]`` in [0, 1] and set
+    :attr:`name` and :attr:`num_features`; those with a classification head set
+    :attr:`num_classes` and override :meth:`features_and_logits`. ``num_features`` also lets
+    torchmetrics' FID/KID classes take these modules as ``feature=``.
+    """
+
+    name: str = "features"
+    num_features: int = 0
+    num_classes: int = 0
+
+    def features_and_logits(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Return ``(features [B, D], logits [B, K] or None)`` of images ``x``."""
+        return self(x), None
+
+
+class ModuleFeatures(FeatureNet):
+    """Any module used as a feature network, e.g. an autoencoder's encoder.
+
+    The module's output (the first element if it returns a tuple or list, e.g. ``(mu, logvar)``)
+    is flattened to ``[B, D]``. Inputs are passed through unchanged, so the module must accept
+    what the caller gives it (images in [0, 1], or plain vectors).
+    """
+
+    def __init__(self, module: nn.Module, name: str | None = None) -> None:
+        super().__init__()
+        self.module = module
+        self.name = name or getattr(module, "name", None) or type(module).__name__
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return the flattened module output ``[B, D]``."""
+        out = self.module(x)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return out.flatten(1)
+
+
+@dataclass
+class Features:
+    """Features of one set of samples, computed once and shared by all metrics.
+
+    ``features``: ``[N, D]`` float32 on the CPU; ``logits``: ``[N, K]`` or ``None``;
+    ``name``: the feature network that made them. Save and reload with :meth:`save` /
+    :meth:`load` to cache the features of a reference set.
+    """
+
+    features: Tensor
+    logits: Tensor | None
+    name: str
+
+    @property
+    def n(self) -> int:
+        """Number of samples."""
+        return self.features.shape[0]
+
+    def save(self, path: str | Path) -> Path:
+        """Write to ``path`` (atomically: a temporary file, then a rename); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save({"features": self.features, "logits": self.logits, "name": self.name}, tmp)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Features:
+        """Read features written by :meth:`save`."""
+        d = torch.load(Path(path), map_location="cpu", weights_only=True)
+        return cls(d["features"], d["logits"], d["name"])
+
+
+def _batches(images: Tensor | Iterable, batch_size: int) -> Iterable[Tensor]:
+    if isinstance(images, Tensor):
+        for start in range(0, images.shape[0], batch_size):
+            yield images[start : start + batch_size]
+        return
+    for item in images:
+        yield item[0] if isinstance(item, (tuple, list)) else item
+
+
+def _num_batches(images: Tensor | Iterable, batch_size: int) -> int | None:
+    if isinstance(images, Tensor):
+        return -(-images.shape[0] // batch_size)
+    try:
+        return len(images)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _device_of(net: nn.Module) -> torch.device:
+    for tensor in net.parameters():
+        return tensor.device
+    for tensor in net.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+@torch.inference_mode()
+def extract_features(
+    images: Tensor | Iterable | Features,
+    net: nn.Module,
+    *,
+    batch_size: int = 256,
+    progress: bool | None = None,
+    desc: str = "features",
+) -> Features:
+    """Run ``net`` over a set of images once; returns its :class:`Features`.
+
+    ``images``: a tensor ``[N, C, H, W]`` in [0, 1] (or ``[N, ...]`` for a plain module), or an
+    iterable of such batches (or of ``(batch, label)`` tuples, as a DataLoader gives). A
+    :class:`Features` is returned unchanged (precomputed features). ``net``: a
+    :class:`FeatureNet` or any module (wrapped in :class:`ModuleFeatures`). Batches go to the
+    net's device; the result is float32 on the CPU. ``progress``: tqdm bar on/off; ``None``
+    shows it for sets of more than ``PROGRESS_MIN_BATCHES`` batches.
+    """
+    if isinstance(images, Features):
+        return images
+    if not isinstance(net, FeatureNet):
+        net = ModuleFeatures(net)
+    total = _num_batches(images, batch_size)
+    if progress is None:
+        progress = total is None or total > PROGRESS_MIN_BATCHES
+    device = _device_of(net)
+    was_training = net.training
+    net.eval()
+    feats, logits = [], []
+    try:
+        bar = tqdm(
+            _batches(images, batch_size), total=total, desc=f"{desc} [{net.name}]",
+            unit="batch", disable=not progress, leave=False,
+        )
+        for batch in bar:
+            f, lg = net.features_and_logits(batch.to(device))
+            feats.append(f.float().cpu())
+            if lg is not None:
+                logits.append(lg.float().cpu())
+    finally:
+        net.train(was_training)
+    if not feats:
+        raise MetricsError(f"extract_features: no images given to feature network {net.name!r}")
+    return Features(torch.cat(feats), torch.cat(logits) if logits else None, net.name)
+
+
+def feature_network(
+    features: str | nn.Module = "classifier",
+    *,
+    dataset: str | None = None,
+    root: str | Path | None = None,
+    channels: int | None = None,
+    image_size: int | None = None,
+    inception_path: str | Path | None = None,
+) -> FeatureNet:
+    """Return the feature network named by ``features``.
+
+    ``"classifier"`` (or ``"classifier:<dataset>"``): the in-package classifier of ``dataset``,
+    loaded from the cache or trained once (see :func:`snngen.metrics.classifier.train_classifier`;
+    ``root`` and ``image_size`` are passed to the data layer). ``"inception"``: Inception-v3
+    pool3 (:class:`snngen.metrics.inception.InceptionFeatures`, optional ``inception_path``).
+    A module is returned as is if it is a :class:`FeatureNet`, else wrapped in
+    :class:`ModuleFeatures`. ``channels`` is accepted for symmetry: every network here adapts
+    1- and 3-channel inputs itself.
+    """
+    del channels  # every feature network converts 1 <-> 3 channels itself
+    if isinstance(features, FeatureNet):
+        return features
+    if isinstance(features, nn.Module):
+        return ModuleFeatures(features)
+    if not isinstance(features, str):
+        raise TypeError(f"features must be a name or an nn.Module, not {type(features).__name__}")
+    kind, _, arg = features.partition(":")
+    if kind == "inception":
+        from snngen.metrics.inception import InceptionFeatures
+
+        return InceptionFeatures(arg or inception_path)
+    if kind == "classifier":
+        from snngen.metrics.classifier import load_classifier
+
+        name = arg or dataset
+        if not name:
+            raise MetricsError(
+                "features='classifier' needs a dataset name (dataset='mnist5k' or "
+                "features='classifier:mnist5k'); or use features='inception'"
+            )
+        return load_classifier(name, root=root, image_size=image_size or 32)
+    raise MetricsError(
+        f"unknown feature network {features!r}; choose 'classifier', 'classifier:<dataset>', "
+        "'inception', 'inception:<path>' or pass an nn.Module"
+    )

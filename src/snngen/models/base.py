@@ -1,0 +1,68 @@
+"""The one interface every generative model implements.
+
+Training, sampling and evaluation code use only this interface:
+
+* ``loss(batch) -> dict[str, Tensor]`` with key ``"loss"`` (more keys are logged);
+* ``sample(n, *, generator=None) -> Tensor`` images ``[n, C, H, W]`` in [0, 1]
+  (event models: ``[T, n, 2, H, W]`` counts);
+* ``reconstruct(x) -> Tensor`` where the model has one (same shape and range as ``x``).
+
+``batch`` is what the data layer gives without labels: images ``[B, C, H, W]`` in [0, 1], or
+event frames ``[T, B, 2, H, W]`` (time first).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a model needs to know about its data to build itself."""
+
+    channels: int
+    image_size: int
+    events: bool = False
+    time_bins: int | None = None  # event data: number of frames T
+
+
+class GenerativeModel(nn.Module):
+    """Base class of snngen's generative models (see module docstring)."""
+
+    #: name in the model registry; checkpoints record it
+    name: str = "base"
+
+    def loss(self, batch: Tensor) -> dict[str, Tensor]:  # pragma: no cover - abstract
+        """Return a dict of scalar tensors with key ``"loss"`` (the one to minimise)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """Return ``n`` new samples (``[n, C, H, W]`` in [0, 1])."""
+        raise NotImplementedError(f"model {self.name!r} cannot sample")
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Return the reconstruction of ``x`` (same shape and range)."""
+        raise NotImplementedError(f"model {self.name!r} has no reconstruction")
+
+    @property
+    def can_reconstruct(self) -> bool:
+        """Whether :meth:`reconstruct` is implemented."""
+        return type(self).reconstruct is not GenerativeModel.reconstruct
+
+    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Map each loss key that gets its own optimiser to the parameters it trains.
+
+        Default: one optimiser, key ``"loss"``, all parameters. A GAN-style model returns
+        e.g. ``{"loss": generator_params, "loss_disc": discriminator_params}``; the trainer then
+        steps one optimiser per key, in this order, each on its own loss.
+        """
+        return {"loss": [p for p in self.parameters() if p.requires_grad]}
+
+    def optimizer_overrides(self) -> dict[str, dict]:
+        """Per-group optimiser settings overriding the run's ``optim`` section (e.g. betas)."""
+        return {}

@@ -1,0 +1,222 @@
+"""Denoising diffusion with the spiking U-Net (SDDPM / SDM) and its ANN twin (DDPM).
+
+Registered names (one class, two sets of defaults):
+
+* ``sddpm``: the spiking U-Net (IF neurons, T = 4); ``tsm: true`` gives SDM's TSM variant,
+  ``init_from: RUN_OR_CKPT`` starts it from a trained plain SDDPM by weight inheritance;
+* ``ddpm``: the ANN twin, the same U-Net with ``neuron: relu`` (or ``silu``) and ``timesteps: 1``,
+  identical parameter shapes (a ReLU twin can be converted to an SNN, see
+  :mod:`snngen.conversion`).
+
+Training: images in [0, 1] are scaled to [-1, 1]; the loss is DDPM's simple eps-MSE (uniform
+``t``, standard normal noise) on the linear (SDDPM: 1e-4 to 0.02 over 1000 steps) or cosine
+schedule. Sampling: ``sample(n, generator=None, solver="ddpm", steps=None)`` runs one of the
+samplers of :mod:`snngen.diffusion` (``ddpm``, ``ddim``, ``analytic-dpm``, ``dpm-solver``) and
+returns images in [0, 1] (clamped). ``threshold_scale`` (config default 1.0, or per call) is the
+threshold-guided strategy: every neuron's threshold is multiplied by it while sampling only.
+
+Analytic-DPM needs ``Gamma_n = E ||eps(x_n, n)||^2 / d`` over the data. The model keeps the first
+``gamma_images`` training images it sees in a buffer (saved in checkpoints) and estimates
+``Gamma`` on the sampler's trajectory from them at the first analytic-dpm call (cached per
+trajectory; a fixed seed, so the sample stream does not depend on the cache).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from snngen.diffusion import NoiseSchedule, estimate_gamma
+from snngen.diffusion import sample as run_sampler
+from snngen.diffusion.schedule import sampling_timesteps
+from snngen.models.base import DataInfo, GenerativeModel
+from snngen.models.unet import ANN_ACTIVATIONS, SDDPM_IF, SpikingUNet, UNetConfig, neuron_name
+
+__all__ = ["DDPMConfig", "DiffusionModel", "SDDPMConfig"]
+
+SOLVERS = ("ddpm", "ddim", "analytic-dpm", "dpm-solver")
+
+
+@dataclass
+class SDDPMConfig:
+    """Spiking diffusion model (defaults: SDDPM on CIFAR-10, T = 4)."""
+
+    name: str = "sddpm"
+    # U-Net
+    ch: int = 128
+    ch_mult: list[int] = field(default_factory=lambda: [1, 2, 2, 4])
+    attn: list[int] = field(default_factory=list)
+    num_res_blocks: int = 2
+    dropout: float = 0.0
+    timesteps: int = 4
+    neuron: str | dict[str, Any] = field(default_factory=lambda: dict(SDDPM_IF))
+    tsm: bool = False
+    readout_decay: float = 0.8
+    # diffusion
+    diffusion_steps: int = 1000
+    beta_schedule: Literal["linear", "cosine"] = "linear"
+    beta_1: float = 1e-4
+    beta_T: float = 0.02
+    # sampling defaults (CLI --solver / --steps override)
+    solver: str = "ddpm"
+    sample_steps: int | None = None  # None: the solver's default (DDPM: all diffusion_steps)
+    solver_options: dict[str, Any] = field(default_factory=dict)
+    threshold_scale: float = 1.0
+    gamma_images: int = 256
+    # weight inheritance (SDM): a run folder or checkpoint of a plain model to start from
+    init_from: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        if not self.threshold_scale > 0:
+            raise ValueError(f"threshold_scale must be > 0, got {self.threshold_scale}")
+        if self.diffusion_steps < 2:
+            raise ValueError(f"diffusion_steps must be >= 2, got {self.diffusion_steps}")
+
+
+@dataclass
+class DDPMConfig(SDDPMConfig):
+    """The ANN twin: the same U-Net with ReLU activations and a single step."""
+
+    name: str = "ddpm"
+    timesteps: int = 1
+    neuron: str | dict[str, Any] = "relu"
+
+
+def unet_config(cfg: SDDPMConfig, info: DataInfo) -> UNetConfig:
+    """The :class:`UNetConfig` of a diffusion-model config and its data."""
+    return UNetConfig(
+        ch=cfg.ch,
+        ch_mult=list(cfg.ch_mult),
+        attn=list(cfg.attn),
+        num_res_blocks=cfg.num_res_blocks,
+        dropout=cfg.dropout,
+        timesteps=cfg.timesteps,
+        neuron=cfg.neuron,
+        tsm=cfg.tsm,
+        in_channels=info.channels,
+        readout_decay=cfg.readout_decay,
+    )
+
+
+def make_schedule(cfg: SDDPMConfig) -> NoiseSchedule:
+    if cfg.beta_schedule == "linear":
+        return NoiseSchedule.linear(cfg.diffusion_steps, cfg.beta_1, cfg.beta_T)
+    return NoiseSchedule.cosine(cfg.diffusion_steps)
+
+
+class DiffusionModel(GenerativeModel):
+    """An eps-predicting U-Net (``.unet``) with its noise schedule (``.schedule``)."""
+
+    name = "sddpm"
+
+    def __init__(self, cfg: SDDPMConfig, info: DataInfo) -> None:
+        super().__init__()
+        if info.events:
+            raise ValueError(f"model {cfg.name!r} takes images, not event streams")
+        self.name = cfg.name
+        self.cfg, self.info = cfg, info
+        self.unet = SpikingUNet(unet_config(cfg, info))
+        if info.image_size % self.unet.downsample_factor:
+            raise ValueError(
+                f"image_size {info.image_size} must be divisible by "
+                f"{self.unet.downsample_factor} for ch_mult {cfg.ch_mult}"
+            )
+        self.schedule = make_schedule(cfg)
+        shape = (cfg.gamma_images, info.channels, info.image_size, info.image_size)
+        self.register_buffer("gamma_data", torch.zeros(shape))
+        self.register_buffer("gamma_filled", torch.zeros((), dtype=torch.long))
+        self._gamma_cache: dict[tuple, Tensor] = {}
+        self.inheritance = None
+        if cfg.init_from:
+            from snngen.models.inherit import inherit_weights
+
+            self.inheritance = inherit_weights(self.unet, cfg.init_from)
+
+    @property
+    def spiking(self) -> bool:
+        return neuron_name(self.cfg.neuron) not in ANN_ACTIVATIONS
+
+    # ------------------------------------------------------------------ training
+    def loss(self, batch: Tensor) -> dict[str, Tensor]:
+        """DDPM's eps-MSE on ``batch`` ``[B, C, H, W]`` in [0, 1] (scaled to [-1, 1])."""
+        x0 = batch * 2 - 1
+        if self.training:
+            self._remember(x0)
+        loss = self.schedule.eps_loss(self.unet, x0)
+        return {"loss": loss}
+
+    @torch.no_grad()
+    def _remember(self, x0: Tensor) -> None:
+        """Keep the first ``gamma_images`` training images (for Analytic-DPM's Gamma)."""
+        self._gamma_cache.clear()
+        k = int(self.gamma_filled)
+        take = min(self.gamma_data.shape[0] - k, x0.shape[0])
+        if take > 0:
+            self.gamma_data[k : k + take] = x0[:take].to(self.gamma_data.dtype)
+            self.gamma_filled += take
+
+    # ------------------------------------------------------------------ sampling
+    def _gamma(self, steps: int | None, options: dict, scale: float) -> Tensor:
+        """Analytic-DPM's Gamma on the trajectory of ``steps`` (cached; eval mode)."""
+        trajectory = options.get("trajectory", "ddpm")
+        spacing = options.get("spacing") or ("linspace" if trajectory == "ddpm" else "uniform")
+        steps = 50 if steps is None else steps
+        timesteps = options.get("timesteps")
+        key = (steps, spacing, None if timesteps is None else tuple(timesteps), scale)
+        if key not in self._gamma_cache:
+            n = int(self.gamma_filled)
+            if n == 0:
+                raise ValueError(
+                    "analytic-dpm needs training images to estimate Gamma; this model has seen "
+                    "none (train it first, or pass gamma=... to sample)"
+                )
+            taus = sampling_timesteps(self.schedule, steps, spacing, timesteps)
+            gen = torch.Generator(device=self.gamma_data.device).manual_seed(0)
+            self._gamma_cache[key] = estimate_gamma(
+                self.unet, self.schedule, self.gamma_data[:n], timesteps=taus,
+                batch_size=64, generator=gen,
+            )
+        return self._gamma_cache[key]
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        solver: str | None = None,
+        steps: int | None = None,
+        threshold_scale: float | None = None,
+        **options: Any,
+    ) -> Tensor:
+        """Draw ``n`` images ``[n, C, H, W]`` in [0, 1].
+
+        ``solver``: ``ddpm`` | ``ddim`` | ``analytic-dpm`` | ``dpm-solver`` (default: the
+        config's); ``steps``: network calls (default: the config's ``sample_steps``, else the
+        solver's default); ``threshold_scale``: threshold-guided sampling factor (default: the
+        config's); ``options``: passed to the sampler on top of ``solver_options`` (e.g.
+        ``eta``, ``order``, ``method``, ``spacing``).
+        """
+        solver = (solver or self.cfg.solver).strip().lower().replace("_", "-")
+        steps = self.cfg.sample_steps if steps is None else steps
+        opts = {**self.cfg.solver_options, **options}
+        scale = self.cfg.threshold_scale if threshold_scale is None else threshold_scale
+        was_training = self.training
+        self.eval()
+        self.unet.set_threshold_scale(scale)
+        try:
+            if solver == "analytic-dpm" and "gamma" not in opts and "data" not in opts:
+                opts["gamma"] = self._gamma(steps, opts, scale)
+            device = generator.device if generator is not None else self.gamma_data.device
+            shape = (n, self.info.channels, self.info.image_size, self.info.image_size)
+            x = run_sampler(solver, self.unet, self.schedule, shape, steps,
+                            generator=generator, device=device, **opts)
+        finally:
+            self.unet.set_threshold_scale(1.0)
+            self.train(was_training)
+        return ((x.clamp(-1, 1) + 1) / 2).float()

@@ -1,0 +1,126 @@
+"""Spiking convolutional autoencoder (the snnTorch SAE tutorial).
+
+Conv encoder of LIF neurons -> a spiking latent -> transposed-conv decoder of LIF neurons; the
+image is the membrane potential of a last LIF layer whose threshold is too high to ever spike,
+read at the last time step. Loss: MSE against the input image in [0, 1].
+
+Faithful to the tutorial: snnTorch-form LIF (``mem = beta mem + x``, subtract reset), beta 0.5,
+threshold 1, atan surrogate (alpha 2), num_steps 5, latent 32, output threshold 20000, the
+static image presented at every step. One difference: BatchNorm statistics are taken over the
+folded ``T*B`` frames instead of per step.
+
+Sampling: the tutorial has no prior. ``sample`` decodes latent spike trains drawn as independent
+Bernoulli spikes with each latent unit's per-step firing rate on the training data (tracked
+during training), which gives plausible but blurry digits; use FSVAE for a real generative model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from snngen.models.base import DataInfo, GenerativeModel
+from snngen.spiking.coding import direct_encode
+from snngen.spiking.layers import Conv2d, ConvTranspose2d, Linear, TimeBatchNorm2d
+from snngen.spiking.neurons import LIF
+
+
+@dataclass
+class SAEConfig:
+    """Hyper-parameters of the spiking autoencoder (defaults: the snnTorch tutorial)."""
+
+    name: str = "sae"
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    latent_dim: int = 32
+    num_steps: int = 5
+    beta: float = 0.5
+    v_threshold: float = 1.0
+    surrogate: str = "atan"
+    surrogate_alpha: float = 2.0
+    output_threshold: float = 20000.0
+    rate_momentum: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
+        if not self.channels:
+            raise ValueError("channels must list at least one conv width")
+
+
+class SpikingAutoencoder(GenerativeModel):
+    """Input ``[B, C, H, W]`` in [0, 1] (H = W divisible by 2^len(channels))."""
+
+    name = "sae"
+
+    def __init__(self, cfg: SAEConfig, info: DataInfo) -> None:
+        super().__init__()
+        if info.events:
+            raise ValueError("the spiking autoencoder takes images, not event streams")
+        levels = len(cfg.channels)
+        if info.image_size % (2**levels):
+            raise ValueError(
+                f"image_size {info.image_size} must be divisible by 2^{levels} for "
+                f"{levels} stride-2 convolutions"
+            )
+        self.cfg, self.info = cfg, info
+        self.bottom = info.image_size // 2**levels
+        flat = cfg.channels[-1] * self.bottom**2
+
+        enc: list[nn.Module] = []
+        cin = info.channels
+        for c in cfg.channels:
+            enc += [Conv2d(cin, c, 3, stride=2, padding=1), TimeBatchNorm2d(c), self._lif()]
+            cin = c
+        self.encoder = nn.Sequential(*enc)
+        self.to_latent = nn.Sequential(Linear(flat, cfg.latent_dim), self._lif())
+        self.from_latent = nn.Sequential(Linear(cfg.latent_dim, flat), self._lif())
+        dec: list[nn.Module] = []
+        widths = list(reversed(cfg.channels))
+        for cin, cout in zip(widths[:-1], widths[1:], strict=True):
+            dec += [ConvTranspose2d(cin, cout, 3, 2, padding=1, output_padding=1),
+                    TimeBatchNorm2d(cout), self._lif()]
+        dec.append(ConvTranspose2d(widths[-1], info.channels, 3, 2, padding=1, output_padding=1))
+        self.decoder = nn.Sequential(*dec)
+        self.readout = self._lif(v_threshold=cfg.output_threshold, return_membrane=True)
+        self.register_buffer("latent_rate", torch.full((cfg.num_steps, cfg.latent_dim), 0.5))
+
+    def _lif(self, **overrides) -> LIF:
+        c = self.cfg
+        kwargs = dict(beta=c.beta, v_threshold=c.v_threshold, v_reset=None,
+                      surrogate={"name": c.surrogate, "alpha": c.surrogate_alpha})
+        kwargs.update(overrides)
+        return LIF(**kwargs)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Return latent spikes ``[T, B, latent_dim]`` of images ``[B, C, H, W]``."""
+        h = self.encoder(direct_encode(x, self.cfg.num_steps))
+        return self.to_latent(h.flatten(2))
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Return images ``[B, C, H, W]`` (unclamped) from latent spikes ``[T, B, latent_dim]``."""
+        h = self.from_latent(z)
+        h = h.unflatten(2, (self.cfg.channels[-1], self.bottom, self.bottom))
+        _, mem = self.readout(self.decoder(h))
+        return mem[-1]
+
+    def loss(self, batch: Tensor) -> dict[str, Tensor]:
+        z = self.encode(batch)
+        recon = self.decode(z)
+        mse = F.mse_loss(recon, batch)
+        if self.training:
+            with torch.no_grad():
+                self.latent_rate.lerp_(z.mean(dim=1), self.cfg.rate_momentum)
+        return {"loss": mse, "mse": mse.detach(), "latent_rate": z.detach().mean()}
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x)).clamp(0, 1)
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        p = self.latent_rate.unsqueeze(1).expand(-1, n, -1)
+        u = torch.rand(p.shape, generator=generator, device=p.device)
+        return self.decode((u < p).to(p.dtype)).clamp(0, 1)

@@ -1,0 +1,572 @@
+"""Spiking VQ-VAE with a temporal codebook (stage 1 of "Time Cell Inspired Temporal Codebook in
+Spiking Neural Networks for Enhanced Image Generation", Brain-Cog-Lab/tts_vqvae).
+
+Pipeline (time first throughout)::
+
+    image [B, C, H, W] in [0, 1] -> [-1, 1] -> direct encoding over T steps -> [T, B, C, H, W]
+    (event frames [T, B, 2, H, W] enter as they are, one frame per step)
+      -> SNN encoder -> 1x1 pre-quant conv -> quantiser -> 1x1 post-quant conv -> SNN decoder
+      -> images: mean over time, back to [0, 1];  events: one output frame per step
+
+Encoder and decoder are built from :class:`ResnetBlockSnn` (GroupNorm, LIF-nonlinearity
+``x * LIF(x)``, 3x3 conv, optional time-embedding addition, GroupNorm, LIF-nonlinearity, dropout,
+3x3 conv; 1x1 or 3x3 shortcut) and the spiking attention block
+(:class:`snngen.spiking.layers.SpikingSelfAttention`), with ``len(ch_mult)`` resolution levels,
+strided-conv down-sampling and, by default, transposed-conv up-sampling as the paper's tables
+list (``upsample="nearest"`` gives nearest interpolation + 3x3 conv, what the original code runs).
+Neurons: braincog's LIF (threshold 0.5, tau 2, hard reset), :data:`BRAINCOG_LIF`.
+
+Quantiser: :class:`~snngen.models.quantizers.TemporalCodebook` (one index per position) or
+:class:`~snngen.models.quantizers.VanillaCodebook` (one per step and position), beta 0.25.
+
+Loss (VQ-GAN style, taming's ``VQLPIPSWithDiscriminator``): L1 reconstruction (+ LPIPS only when
+its weights are given locally) + codebook loss + a hinge PatchGAN term with the adaptive weight
+(x ``disc_weight`` 0.8) switched on at step ``disc_start``. The model returns ``"loss"`` (encoder,
+decoder, codebook) and ``"loss_disc"`` (the discriminator, on detached reconstructions); the
+trainer steps one Adam per key. Event data: every frame is compared with its target frame and
+the discriminator sees frames (the original averages the per-frame losses; here the frames are
+folded into the batch, which is the same average except that one adaptive weight is used for
+all frames).
+
+Tokens for a prior (:mod:`snngen.models.prior`): raster order over the latent positions; for the
+vanilla codebook each position contributes its ``T`` codes in time order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from snngen.models.base import DataInfo, GenerativeModel
+from snngen.models.discriminator import (
+    D_LOSSES,
+    PatchDiscriminator,
+    adaptive_disc_weight,
+    disc_factor,
+    load_lpips,
+)
+from snngen.models.quantizers import (
+    QuantizerOutput,
+    TemporalCodebook,
+    VanillaCodebook,
+    codebook_usage,
+)
+from snngen.spiking.coding import direct_encode
+from snngen.spiking.layers import (
+    BRAINCOG_LIF,
+    Conv2d,
+    ConvTranspose2d,
+    LIFNonlinearity,
+    Linear,
+    SpikingSelfAttention,
+    TimeGroupNorm,
+)
+
+__all__ = [
+    "Downsample",
+    "ResnetBlockSnn",
+    "SpikingDecoder",
+    "SpikingEncoder",
+    "Upsample",
+    "VQVAE",
+    "VQVAEConfig",
+]
+
+NeuronSpec = str | dict[str, Any]
+
+
+@dataclass
+class VQVAEConfig:
+    """Hyper-parameters of the spiking VQ-VAE (defaults: the paper's CelebA configuration)."""
+
+    name: str = "vqvae"
+    # SNN
+    time_steps: int = 4
+    neuron: dict[str, Any] | str = field(default_factory=lambda: dict(BRAINCOG_LIF))
+    # quantiser
+    codebook: Literal["temporal", "vanilla"] = "temporal"
+    n_embed: int = 1024
+    embed_dim: int = 256
+    beta: float = 0.25
+    # encoder / decoder
+    ch: int = 128
+    ch_mult: list[int] = field(default_factory=lambda: [1, 1, 2, 2, 4])
+    num_res_blocks: int = 2
+    attn_resolutions: list[int] = field(default_factory=lambda: [4])
+    z_channels: int = 256
+    dropout: float = 0.0
+    num_groups: int = 32
+    upsample: Literal["transposed", "nearest"] = "transposed"
+    # loss
+    rec_loss: Literal["l1", "mse"] = "l1"
+    codebook_weight: float = 1.0
+    disc_weight: float = 0.8  # 0 turns the discriminator off (no "loss_disc")
+    disc_start: int = 30001  # training step at which the GAN terms switch on
+    disc_factor: float = 1.0
+    disc_layers: int = 3
+    disc_ndf: int = 64
+    disc_loss: Literal["hinge", "vanilla"] = "hinge"
+    perceptual_weight: float = 0.0  # LPIPS; needs the two weight files below
+    lpips_vgg_path: str | None = None
+    lpips_lin_path: str | None = None
+    # events: frames are clipped to [0, event_max] and mapped to [-1, 1]
+    event_max: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.time_steps < 1:
+            raise ValueError(f"time_steps must be >= 1, got {self.time_steps}")
+        if not self.ch_mult or min(self.ch_mult) < 1:
+            raise ValueError(f"ch_mult must list positive multipliers, got {self.ch_mult}")
+        for key in ("ch", "n_embed", "embed_dim", "z_channels", "num_groups"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.num_res_blocks < 1:
+            raise ValueError(f"num_res_blocks must be >= 1, got {self.num_res_blocks}")
+        widths = [self.ch] + [self.ch * m for m in self.ch_mult]
+        bad = [w for w in widths if w % self.num_groups]
+        if bad:
+            raise ValueError(
+                f"num_groups={self.num_groups} must divide every block width {widths} "
+                f"(ch x ch_mult); change num_groups or ch"
+            )
+        if self.event_max <= 0:
+            raise ValueError(f"event_max must be > 0, got {self.event_max}")
+
+
+# ----------------------------------------------------------------------------- blocks
+
+
+def is_ann(neuron: NeuronSpec) -> bool:
+    """Whether ``neuron`` names the ANN twin (``"silu"``: swish, the original VQ-GAN's)."""
+    name = neuron.get("name") if isinstance(neuron, dict) else neuron
+    return str(name).lower() == "silu"
+
+
+def nonlinearity(neuron: NeuronSpec) -> nn.Module:
+    """The block nonlinearity: ``x * LIF(x)`` (:class:`LIFNonlinearity`), or ``nn.SiLU`` for the
+    ANN twin (``neuron="silu"``: ``x * sigmoid(x)``, the function the LIF gate replaces)."""
+    return nn.SiLU() if is_ann(neuron) else LIFNonlinearity(neuron)
+
+
+class ResnetBlockSnn(nn.Module):
+    """Spiking residual block ``[T, B, C_in, H, W] -> [T, B, C_out, H, W]``.
+
+    ``h = conv1(act(norm1(x)))``; ``h += W_t act(temb)`` when a time embedding ``[T, B, temb]``
+    is given (``temb_channels > 0``); ``h = conv2(dropout(act(norm2(h))))``; output
+    ``shortcut(x) + h`` with a 1x1 (or, ``conv_shortcut=True``, 3x3) conv when widths differ.
+    ``act`` is the LIF-nonlinearity ``x * LIF(x)``; each use has its own neuron.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int | None = None,
+        *,
+        dropout: float = 0.0,
+        num_groups: int = 32,
+        neuron: NeuronSpec = BRAINCOG_LIF,
+        conv_shortcut: bool = False,
+        temb_channels: int = 0,
+    ) -> None:
+        super().__init__()
+        out_channels = in_channels if out_channels is None else out_channels
+        self.norm1 = TimeGroupNorm(num_groups, in_channels, eps=1e-6)
+        self.act1 = nonlinearity(neuron)
+        self.conv1 = Conv2d(in_channels, out_channels, 3, padding=1)
+        if temb_channels > 0:
+            self.temb_act = nonlinearity(neuron)
+            self.temb_proj = Linear(temb_channels, out_channels)
+        self.norm2 = TimeGroupNorm(num_groups, out_channels, eps=1e-6)
+        self.act2 = nonlinearity(neuron)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = Conv2d(out_channels, out_channels, 3, padding=1)
+        if in_channels == out_channels:
+            self.shortcut: nn.Module = nn.Identity()
+        elif conv_shortcut:
+            self.shortcut = Conv2d(in_channels, out_channels, 3, padding=1)
+        else:
+            self.shortcut = Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: Tensor, temb: Tensor | None = None) -> Tensor:
+        """Return the block output ``[T, B, C_out, H, W]`` (``temb``: ``[T, B, temb]`` or None)."""
+        h = self.conv1(self.act1(self.norm1(x)))
+        if temb is not None:
+            h = h + self.temb_proj(self.temb_act(temb))[..., None, None]
+        h = self.conv2(self.dropout(self.act2(self.norm2(h))))
+        return self.shortcut(x) + h
+
+
+class Downsample(nn.Module):
+    """Halve H and W: pad one row/column at the bottom/right, then a 3x3 conv of stride 2."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = Conv2d(channels, channels, 3, stride=2, padding=0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[T, B, C, H, W] -> [T, B, C, H/2, W/2]``."""
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    """Double H and W: a 4x4 transposed conv of stride 2 (``mode="transposed"``, the paper's
+    table) or nearest interpolation + 3x3 conv (``mode="nearest"``, the original code)."""
+
+    def __init__(self, channels: int, mode: str = "transposed") -> None:
+        super().__init__()
+        if mode not in ("transposed", "nearest"):
+            raise ValueError(f"upsample mode must be 'transposed' or 'nearest', got {mode!r}")
+        self.mode = mode
+        if mode == "transposed":
+            self.conv: nn.Module = ConvTranspose2d(channels, channels, 4, stride=2, padding=1)
+        else:
+            self.conv = Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[T, B, C, H, W] -> [T, B, C, 2H, 2W]``."""
+        if self.mode == "nearest":
+            t, b = x.shape[:2]
+            x = F.interpolate(x.flatten(0, 1), scale_factor=2.0, mode="nearest")
+            x = x.reshape(t, b, *x.shape[1:])
+        return self.conv(x)
+
+
+class _Level(nn.Module):
+    """One resolution level: residual blocks, each optionally followed by attention."""
+
+    def __init__(self, blocks: list[nn.Module], attns: list[nn.Module]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.attns = nn.ModuleList(attns)
+
+    def forward(self, h: Tensor) -> Tensor:
+        for i, block in enumerate(self.blocks):
+            h = block(h)
+            if len(self.attns):
+                h = self.attns[i](h)
+        return h
+
+
+def _mid(channels: int, cfg: VQVAEConfig) -> nn.Sequential:
+    """Middle of encoder and decoder: block, spiking attention, block."""
+    kw = dict(dropout=cfg.dropout, num_groups=cfg.num_groups, neuron=cfg.neuron)
+    return nn.Sequential(
+        ResnetBlockSnn(channels, channels, **kw),
+        _attention(channels, cfg),
+        ResnetBlockSnn(channels, channels, **kw),
+    )
+
+
+def _attention(channels: int, cfg: VQVAEConfig) -> nn.Module:
+    return SpikingSelfAttention(channels, num_groups=cfg.num_groups, neuron=cfg.neuron)
+
+
+class SpikingEncoder(nn.Module):
+    """``[T, B, C, R, R] -> [T, B, z_channels, R / 2^(L-1), R / 2^(L-1)]``, L = len(ch_mult).
+
+    conv_in (3x3, ``ch``); per level ``num_res_blocks`` blocks of width ``ch * ch_mult[i]``
+    (attention after each block where the resolution is in ``attn_resolutions``) and a
+    down-sampling except after the last level; middle (block, attention, block); GroupNorm,
+    LIF-nonlinearity, conv_out (3x3).
+    """
+
+    def __init__(self, cfg: VQVAEConfig, in_channels: int, resolution: int) -> None:
+        super().__init__()
+        kw = dict(dropout=cfg.dropout, num_groups=cfg.num_groups, neuron=cfg.neuron)
+        self.conv_in = Conv2d(in_channels, cfg.ch, 3, padding=1)
+        layers: list[nn.Module] = []
+        cin, res = cfg.ch, resolution
+        for i, mult in enumerate(cfg.ch_mult):
+            cout = cfg.ch * mult
+            blocks, attns = [], []
+            for _ in range(cfg.num_res_blocks):
+                blocks.append(ResnetBlockSnn(cin, cout, **kw))
+                cin = cout
+                if res in cfg.attn_resolutions:
+                    attns.append(_attention(cin, cfg))
+            layers.append(_Level(blocks, attns))
+            if i != len(cfg.ch_mult) - 1:
+                layers.append(Downsample(cin))
+                res //= 2
+        self.down = nn.Sequential(*layers)
+        self.mid = _mid(cin, cfg)
+        self.norm_out = TimeGroupNorm(cfg.num_groups, cin, eps=1e-6)
+        self.act_out = nonlinearity(cfg.neuron)
+        self.conv_out = Conv2d(cin, cfg.z_channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return latents ``[T, B, z_channels, h, w]`` of inputs ``[T, B, C, H, W]``."""
+        h = self.mid(self.down(self.conv_in(x)))
+        return self.conv_out(self.act_out(self.norm_out(h)))
+
+
+class SpikingDecoder(nn.Module):
+    """``[T, B, z_channels, r, r] -> [T, B, out_channels, r 2^(L-1), r 2^(L-1)]``.
+
+    conv_in (3x3) to ``ch * ch_mult[-1]``; middle (block, attention, block); per level, from the
+    lowest resolution up, ``num_res_blocks + 1`` blocks (attention where listed) and an
+    up-sampling except after the highest level; GroupNorm, LIF-nonlinearity, conv_out (3x3).
+    """
+
+    def __init__(self, cfg: VQVAEConfig, out_channels: int, resolution: int) -> None:
+        super().__init__()
+        kw = dict(dropout=cfg.dropout, num_groups=cfg.num_groups, neuron=cfg.neuron)
+        levels = len(cfg.ch_mult)
+        cin = cfg.ch * cfg.ch_mult[-1]
+        res = resolution // 2 ** (levels - 1)
+        self.conv_in = Conv2d(cfg.z_channels, cin, 3, padding=1)
+        self.mid = _mid(cin, cfg)
+        layers: list[nn.Module] = []
+        for i in reversed(range(levels)):
+            cout = cfg.ch * cfg.ch_mult[i]
+            blocks, attns = [], []
+            for _ in range(cfg.num_res_blocks + 1):
+                blocks.append(ResnetBlockSnn(cin, cout, **kw))
+                cin = cout
+                if res in cfg.attn_resolutions:
+                    attns.append(_attention(cin, cfg))
+            layers.append(_Level(blocks, attns))
+            if i != 0:
+                layers.append(Upsample(cin, cfg.upsample))
+                res *= 2
+        self.up = nn.Sequential(*layers)
+        self.norm_out = TimeGroupNorm(cfg.num_groups, cin, eps=1e-6)
+        self.act_out = nonlinearity(cfg.neuron)
+        self.conv_out = Conv2d(cin, out_channels, 3, padding=1)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Return per-step outputs ``[T, B, C_out, H, W]`` of latents ``[T, B, z, h, w]``."""
+        h = self.up(self.mid(self.conv_in(z)))
+        return self.conv_out(self.act_out(self.norm_out(h)))
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+class VQVAE(GenerativeModel):
+    """Spiking VQ-VAE (stage 1). Images ``[B, C, H, W]`` in [0, 1] or events ``[T, B, 2, H, W]``.
+
+    ``reconstruct`` returns the same kind and range as its input (events: frames clipped to
+    ``[0, event_max]``). It cannot sample on its own: train a prior on its codes
+    (:class:`snngen.models.prior.VQPrior`, model name ``vq_prior``).
+    """
+
+    name = "vqvae"
+
+    def __init__(self, cfg: VQVAEConfig, info: DataInfo) -> None:
+        super().__init__()
+        levels = len(cfg.ch_mult)
+        if info.image_size % 2 ** (levels - 1):
+            raise ValueError(
+                f"image_size {info.image_size} must be divisible by 2^{levels - 1} for "
+                f"{levels} resolution levels (ch_mult {cfg.ch_mult})"
+            )
+        if info.events and info.time_bins != cfg.time_steps:
+            raise ValueError(
+                f"event data has {info.time_bins} time bins but the SNN runs "
+                f"time_steps={cfg.time_steps}; set model.time_steps={info.time_bins} (one frame "
+                "per step) or change the dataset's number of bins"
+            )
+        self.cfg, self.info = cfg, info
+        self.latent_size = info.image_size // 2 ** (levels - 1)
+        self.encoder = SpikingEncoder(cfg, info.channels, info.image_size)
+        self.quant_conv = Conv2d(cfg.z_channels, cfg.embed_dim, 1)
+        if cfg.codebook == "temporal":
+            self.quantize: nn.Module = TemporalCodebook(
+                cfg.n_embed, cfg.embed_dim, cfg.time_steps, beta=cfg.beta
+            )
+        else:
+            self.quantize = VanillaCodebook(cfg.n_embed, cfg.embed_dim, beta=cfg.beta)
+        self.post_quant_conv = Conv2d(cfg.embed_dim, cfg.z_channels, 1)
+        self.decoder = SpikingDecoder(cfg, info.channels, info.image_size)
+        if cfg.disc_weight > 0 and PatchDiscriminator.output_size(
+            info.image_size, cfg.disc_layers
+        ) < 1:
+            raise ValueError(
+                f"disc_layers={cfg.disc_layers} is too deep for {info.image_size}px images; "
+                "lower model.disc_layers"
+            )
+        self.discriminator = (
+            PatchDiscriminator(info.channels, cfg.disc_ndf, cfg.disc_layers)
+            if cfg.disc_weight > 0
+            else None
+        )
+        self.perceptual = None
+        if cfg.perceptual_weight > 0:
+            if info.channels not in (1, 3):
+                raise ValueError(
+                    f"perceptual_weight > 0 needs 1- or 3-channel images, got {info.channels} "
+                    "channels; set model.perceptual_weight=0"
+                )
+            self.perceptual = load_lpips(cfg.lpips_vgg_path, cfg.lpips_lin_path)
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    # -- spaces
+    def to_model_space(self, x: Tensor) -> Tensor:
+        """Model input ``[T, B, C, H, W]`` in [-1, 1]: images repeated over T (direct coding),
+        event frames ``[T, B, 2, H, W]`` clipped to ``[0, event_max]`` and rescaled."""
+        if self.info.events:
+            if x.dim() != 5 or x.shape[0] != self.cfg.time_steps:
+                raise ValueError(
+                    f"expected event frames [T={self.cfg.time_steps}, B, C, H, W], got "
+                    f"{tuple(x.shape)}"
+                )
+            return x.clamp(0, self.cfg.event_max) * (2.0 / self.cfg.event_max) - 1.0
+        if x.dim() != 4:
+            raise ValueError(f"expected images [B, C, H, W], got {tuple(x.shape)}")
+        return direct_encode(x * 2.0 - 1.0, self.cfg.time_steps)
+
+    def from_model_space(self, y: Tensor) -> Tensor:
+        """Decoder output ``[T, B, C, H, W]`` -> images ``[B, C, H, W]`` in [0, 1] (mean over
+        time) or event frames ``[T, B, C, H, W]`` in ``[0, event_max]``."""
+        if self.info.events:
+            return ((y + 1.0) * (0.5 * self.cfg.event_max)).clamp(0, self.cfg.event_max)
+        return ((y.mean(0) + 1.0) * 0.5).clamp(0, 1)
+
+    # -- stages
+    def encode(self, x_t: Tensor) -> QuantizerOutput:
+        """Quantise model-space inputs ``x_t`` ``[T, B, C, H, W]``; see :class:`QuantizerOutput`."""
+        return self.quantize(self.quant_conv(self.encoder(x_t)))
+
+    def decode(self, z_q: Tensor) -> Tensor:
+        """Decoder outputs ``[T, B, C, H, W]`` (model space) of quantised latents ``z_q``."""
+        return self.decoder(self.post_quant_conv(z_q))
+
+    # -- tokens for a prior
+    @property
+    def vocab_size(self) -> int:
+        """Number of codes (the prior's vocabulary)."""
+        return self.cfg.n_embed
+
+    @property
+    def tokens_per_sample(self) -> int:
+        """Tokens per image: ``h*w`` (temporal codebook) or ``h*w*T`` (vanilla)."""
+        n = self.latent_size**2
+        return n if self.cfg.codebook == "temporal" else n * self.cfg.time_steps
+
+    @torch.no_grad()
+    def encode_tokens(self, x: Tensor) -> Tensor:
+        """Code indices of a batch in raster order, ``[B, tokens_per_sample]`` int64."""
+        idx = self.encode(self.to_model_space(x)).indices
+        if self.cfg.codebook == "temporal":
+            return idx.flatten(1)  # [B, H*W]
+        return idx.permute(1, 2, 3, 0).flatten(1)  # [T,B,H,W] -> [B, H*W*T]
+
+    def tokens_to_latents(self, tokens: Tensor) -> Tensor:
+        """Quantised latents ``[T, B, embed_dim, h, w]`` of tokens ``[B, tokens_per_sample]``."""
+        b, r = tokens.shape[0], self.latent_size
+        if tokens.shape[1] != self.tokens_per_sample:
+            raise ValueError(
+                f"expected {self.tokens_per_sample} tokens per sample, got {tokens.shape[1]}"
+            )
+        if self.cfg.codebook == "temporal":
+            return self.quantize.lookup(tokens.view(b, r, r))
+        idx = tokens.view(b, r, r, self.cfg.time_steps).permute(3, 0, 1, 2)
+        return self.quantize.lookup(idx)
+
+    @torch.no_grad()
+    def decode_tokens(self, tokens: Tensor) -> Tensor:
+        """Images ``[B, C, H, W]`` in [0, 1] (or event frames ``[T, B, C, H, W]``) of tokens."""
+        return self.from_model_space(self.decode(self.tokens_to_latents(tokens)))
+
+    # -- training
+    def _pairs(self, x_t: Tensor, y_t: Tensor) -> tuple[Tensor, Tensor]:
+        """(target, reconstruction) as image batches in model space for the losses."""
+        if self.info.events:
+            return x_t.flatten(0, 1), y_t.flatten(0, 1)  # every frame is an image
+        return x_t[0], y_t.mean(0)
+
+    def loss(self, batch: Tensor) -> dict[str, Tensor]:
+        cfg = self.cfg
+        x_t = self.to_model_space(batch)
+        q = self.encode(x_t)
+        y_t = self.decode(q.z_q)
+        target, recon = self._pairs(x_t, y_t)
+        if cfg.rec_loss == "l1":
+            rec = (target - recon).abs().mean()
+        else:
+            rec = F.mse_loss(recon, target)
+        nll = rec
+        out: dict[str, Tensor] = {}
+        if self.perceptual is not None:
+            p_loss = self.perceptual(target, recon).mean()
+            nll = rec + cfg.perceptual_weight * p_loss
+            out["p_loss"] = p_loss.detach()
+        loss = nll + cfg.codebook_weight * q.loss
+        if self.discriminator is not None:
+            loss, gan_logs = self._add_gan_terms(loss, nll, target, recon)
+            out.update(gan_logs)
+        if self.training and torch.is_grad_enabled():
+            self.step += 1
+        usage = codebook_usage(q.indices, cfg.n_embed)
+        with torch.no_grad():
+            mse01 = F.mse_loss(recon.clamp(-1, 1), target) * 0.25  # in [0, 1] units
+        out.update(
+            loss=loss,
+            rec_loss=rec.detach(),
+            q_loss=q.loss.detach(),
+            mse=mse01,
+            perplexity=torch.tensor(usage["perplexity"]),
+            codes_used=torch.tensor(float(usage["used"])),
+        )
+        return out
+
+    def _add_gan_terms(
+        self, loss: Tensor, nll: Tensor, target: Tensor, recon: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Add the adversarial generator term to ``loss``; return it and the disc loss + logs.
+
+        Before ``disc_start`` the factor is 0: the generator term is skipped (weight 0) and
+        ``loss_disc`` is ``0 * d_loss`` (a valid tensor whose gradients are zero).
+        """
+        cfg, disc = self.cfg, self.discriminator
+        factor = disc_factor(int(self.step), cfg.disc_start, cfg.disc_factor)
+        d_weight = torch.zeros((), device=loss.device)
+        g_loss = torch.zeros((), device=loss.device)
+        if factor > 0:
+            g_loss = -disc(recon).mean()
+            if torch.is_grad_enabled() and self.training:
+                last = self.decoder.conv_out.weight
+                d_weight = adaptive_disc_weight(nll, g_loss, last, cfg.disc_weight)
+            loss = loss + d_weight * factor * g_loss
+        logits_real = disc(target.detach())
+        logits_fake = disc(recon.detach())
+        loss_disc = factor * D_LOSSES[cfg.disc_loss](logits_real, logits_fake)
+        logs = {
+            "loss_disc": loss_disc,
+            "g_loss": g_loss.detach(),
+            "d_weight": d_weight.detach(),
+            "disc_factor": torch.tensor(factor),
+            "logits_real": logits_real.detach().mean(),
+            "logits_fake": logits_fake.detach().mean(),
+        }
+        return loss, logs
+
+    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
+        """``{"loss": autoencoder + codebook, "loss_disc": discriminator}`` (one Adam each)."""
+        disc = set(self.discriminator.parameters()) if self.discriminator is not None else set()
+        gen = [p for p in self.parameters() if p.requires_grad and p not in disc]
+        groups = {"loss": gen}
+        if self.discriminator is not None:
+            groups["loss_disc"] = list(self.discriminator.parameters())
+        return groups
+
+    # -- inference
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.from_model_space(self.decode(self.encode(self.to_model_space(x)).z_q))
+
+    @torch.no_grad()
+    def codebook_stats(self, batches) -> dict[str, float]:
+        """:func:`codebook_usage` of the codes of every batch in the iterable ``batches``."""
+        tokens = [self.encode_tokens(x).cpu() for x in batches]
+        return codebook_usage(torch.cat([t.flatten() for t in tokens]), self.cfg.n_embed)
+
+    def drop_training_modules(self) -> None:
+        """Delete the discriminator and LPIPS (not needed once trained, e.g. under a prior)."""
+        self.discriminator = None
+        self.perceptual = None

@@ -1,0 +1,116 @@
+"""Run folders: create one for training, open one for sampling, evaluation and info.
+
+A run folder holds ``config.yaml`` (the resolved config), ``checkpoints/last.ckpt``,
+``logs/`` (CSV and TensorBoard), ``grids/`` (per-epoch reconstructions), ``samples.png``,
+``recon.png`` and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from snngen.config import RunConfig, load_config
+from snngen.errors import SnngenError
+from snngen.models import DataInfo, GenerativeModel, build_model
+from snngen.train import CKPT_DIR, LAST_CKPT
+
+CONFIG_FILE = "config.yaml"
+
+
+def new_run_dir(cfg: RunConfig) -> Path:
+    """Return a fresh run folder path ``out_dir/<name>`` (not created); never an existing one."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(cfg.out_dir) / (cfg.name or f"{cfg.model.name}_{cfg.data.name}_{stamp}")
+    path, i = base, 1
+    while path.exists():
+        path, i = base.with_name(f"{base.name}-{i}"), i + 1
+    return path
+
+
+def open_datasets(cfg: RunConfig) -> tuple[Dataset, Dataset]:
+    """Return the (train, test) datasets of a run config."""
+    from snngen.data import get_dataset
+
+    d = cfg.data
+    train = get_dataset(d.name, root=d.root, split="train", image_size=d.image_size, **d.options)
+    test = get_dataset(d.name, root=d.root, split="test", image_size=d.image_size, **d.options)
+    return train, test
+
+
+def data_info(dataset: Dataset) -> DataInfo:
+    """Return the :class:`DataInfo` of a dataset, read off its first item."""
+    x = dataset[0][0]
+    if x.dim() == 4:  # events [T, 2, H, W]
+        return DataInfo(
+            channels=x.shape[1], image_size=x.shape[-1], events=True, time_bins=x.shape[0]
+        )
+    return DataInfo(channels=x.shape[0], image_size=x.shape[-1])
+
+
+@dataclass
+class Run:
+    """An opened run folder: its config, data info, model (eval mode) and checkpoint metadata."""
+
+    path: Path
+    cfg: RunConfig
+    info: DataInfo
+    model: GenerativeModel
+    meta: dict
+
+
+def checkpoint_path(run_dir: Path) -> Path:
+    return Path(run_dir) / CKPT_DIR / LAST_CKPT
+
+
+def check_run_dir(run_dir: str | Path) -> Path:
+    """Return ``run_dir`` as a Path; ``SnngenError`` unless it holds a config and a checkpoint."""
+    path = Path(run_dir)
+    if not (path / CONFIG_FILE).is_file():
+        raise SnngenError(f"{path} is not a snngen run folder (no {CONFIG_FILE} in it)")
+    if not checkpoint_path(path).is_file():
+        raise SnngenError(f"run folder {path} has no checkpoint at {CKPT_DIR}/{LAST_CKPT}")
+    return path
+
+
+def load_run(
+    run_dir: str | Path, map_location: str | torch.device = "cpu", ema: bool = True
+) -> Run:
+    """Open a run folder and return its model with the checkpoint's weights (EMA ones if any).
+
+    Raises :class:`SnngenError` if the folder is not a run, or the checkpoint belongs to another
+    model than the run's config names.
+    """
+    path = check_run_dir(run_dir)
+    cfg = load_config(path / CONFIG_FILE)
+    ckpt_file = checkpoint_path(path)
+    try:
+        ckpt = torch.load(ckpt_file, map_location=map_location, weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
+        raise SnngenError(f"cannot read checkpoint {ckpt_file}: {err}") from None
+    meta = ckpt.get("snngen") if isinstance(ckpt, dict) else None
+    if meta is None:
+        raise SnngenError(f"{ckpt_file} is not a snngen checkpoint")
+    if meta["model_name"] != cfg.model.name:
+        raise SnngenError(
+            f"checkpoint {ckpt_file} belongs to model {meta['model_name']!r}, but the run's "
+            f"config names model {cfg.model.name!r}"
+        )
+    info = DataInfo(**meta["data_info"])
+    model = build_model(cfg.model, info)
+    state = ckpt["state_dict"]
+    prefix = "ema.model." if ema and any(k.startswith("ema.model.") for k in state) else "model."
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise SnngenError(
+            f"checkpoint {ckpt_file} does not fit model {cfg.model.name!r}: {first}"
+        ) from None
+    model.eval()
+    return Run(path=path, cfg=cfg, info=info, model=model, meta=meta)

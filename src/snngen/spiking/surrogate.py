@@ -1,0 +1,159 @@
+"""Surrogate gradients for the Heaviside spike function.
+
+Every surrogate is a Heaviside step in the forward pass, ``H(x) = 1[x >= 0]`` applied to
+``x = membrane - threshold``, and in the backward pass the derivative of a documented smooth
+function ``smooth(x)``. ``grad(x)`` must equal ``d smooth / dx`` (tested with gradcheck).
+
+Names and default parameters follow spikingjelly / snnTorch so users feel at home.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Surrogate:
+    """Base class: Heaviside forward, ``grad`` backward. Subclasses set ``name``."""
+
+    name = "base"
+
+    def grad(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """Return d smooth(x) / dx, same shape as ``x``."""
+        raise NotImplementedError
+
+    def smooth(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """Return the smooth function whose derivative is ``grad`` (for tests and plots)."""
+        raise NotImplementedError
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """Spike ``H(x)`` with this surrogate's gradient; returns a tensor shaped like ``x``."""
+        return _Heaviside.apply(x, self)
+
+
+@dataclass(frozen=True)
+class ATan(Surrogate):
+    """``smooth = atan(pi/2 * alpha * x) / pi + 1/2``; grad ``alpha/2 / (1 + (pi/2 alpha x)^2)``."""
+
+    alpha: float = 2.0
+    name = "atan"
+
+    def grad(self, x: Tensor) -> Tensor:
+        return (self.alpha / 2) / (1 + (math.pi / 2 * self.alpha * x) ** 2)
+
+    def smooth(self, x: Tensor) -> Tensor:
+        return torch.atan(math.pi / 2 * self.alpha * x) / math.pi + 0.5
+
+
+@dataclass(frozen=True)
+class Sigmoid(Surrogate):
+    """``smooth = sigmoid(alpha * x)``; grad ``alpha * s * (1 - s)``."""
+
+    alpha: float = 4.0
+    name = "sigmoid"
+
+    def grad(self, x: Tensor) -> Tensor:
+        s = torch.sigmoid(self.alpha * x)
+        return self.alpha * s * (1 - s)
+
+    def smooth(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(self.alpha * x)
+
+
+@dataclass(frozen=True)
+class Rectangular(Surrogate):
+    """Rectangular window of width ``width`` (Zheng et al. 2021, STBP-tdBN).
+
+    ``grad = 1[|x + offset| < width/2] / width``; ``smooth = clamp((x + offset)/width + 1/2, 0, 1)``.
+    ``offset=0`` centres the window on the threshold. FSVAE's original code centres it on the
+    membrane ``u`` itself (window ``|u| < 0.5``): pass ``offset = v_threshold`` to reproduce that.
+    """
+
+    width: float = 1.0
+    offset: float = 0.0
+    name = "rectangular"
+
+    def grad(self, x: Tensor) -> Tensor:
+        return ((x + self.offset).abs() < self.width / 2).to(x.dtype) / self.width
+
+    def smooth(self, x: Tensor) -> Tensor:
+        return torch.clamp((x + self.offset) / self.width + 0.5, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Triangle(Surrogate):
+    """Triangle of half-width ``width``: ``grad = max(0, 1 - |x|/width) / width``.
+
+    ``smooth`` is the piecewise quadratic whose derivative that is (0 below ``-width``, 1 above).
+    """
+
+    width: float = 1.0
+    name = "triangle"
+
+    def grad(self, x: Tensor) -> Tensor:
+        return torch.clamp(1 - x.abs() / self.width, min=0.0) / self.width
+
+    def smooth(self, x: Tensor) -> Tensor:
+        w = self.width
+        xc = torch.clamp(x, -w, w)
+        left = (xc + w) ** 2 / (2 * w * w)
+        right = 1 - (w - xc) ** 2 / (2 * w * w)
+        return torch.where(xc < 0, left, right)
+
+
+@dataclass(frozen=True)
+class FastSigmoid(Surrogate):
+    """snnTorch's fast sigmoid (Zenke & Ganguli): ``grad = 1 / (slope |x| + 1)^2``.
+
+    ``smooth = x / (1 + slope |x|)`` (unnormalised, exactly as snnTorch's gradient).
+    """
+
+    slope: float = 25.0
+    name = "fast_sigmoid"
+
+    def grad(self, x: Tensor) -> Tensor:
+        return 1.0 / (self.slope * x.abs() + 1.0) ** 2
+
+    def smooth(self, x: Tensor) -> Tensor:
+        return x / (1.0 + self.slope * x.abs())
+
+
+class _Heaviside(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, surrogate: Surrogate) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.surrogate = surrogate
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad_out * ctx.surrogate.grad(x), None
+
+
+SURROGATES: dict[str, type[Surrogate]] = {
+    "atan": ATan,
+    "sigmoid": Sigmoid,
+    "rectangular": Rectangular,
+    "triangle": Triangle,
+    "fast_sigmoid": FastSigmoid,
+}
+
+
+def get_surrogate(spec: str | Surrogate | dict) -> Surrogate:
+    """Return a surrogate from a name (``"atan"``), a dict (``{"name": "atan", "alpha": 2}``)
+    or an instance. Raises ``ValueError`` naming the bad value and the known names."""
+    if isinstance(spec, Surrogate):
+        return spec
+    if isinstance(spec, dict):
+        kwargs = dict(spec)
+        name = kwargs.pop("name", None)
+    else:
+        name, kwargs = spec, {}
+    if name not in SURROGATES:
+        raise ValueError(f"unknown surrogate {name!r}; expected one of {sorted(SURROGATES)}")
+    return SURROGATES[name](**kwargs)

@@ -1,0 +1,400 @@
+"""The training harness shared by every model: one Lightning module, one Trainer set-up.
+
+* Data order is a pure function of ``(seed, batch number)`` (:class:`StepBatchSampler`), and
+  the batch counter, optimiser state, EMA weights and RNG states are in every checkpoint, so
+  ``N steps + resume + N steps`` gives the same weights as ``2N steps``.
+* Checkpoints are written atomically (temporary file, then rename) every
+  ``trainer.ckpt_every_n_steps`` steps and at the end, to ``checkpoints/last.ckpt``.
+* A non-finite loss stops training before the optimiser step with :class:`NonFiniteLossError`;
+  the last good checkpoint is kept.
+* The same code path runs on CPU or GPU, one device or DDP (gloo on CPU, NCCL on GPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from snngen.config import RunConfig, to_dict
+from snngen.errors import SnngenError
+from snngen.models import DataInfo, GenerativeModel, build_model
+
+CKPT_DIR = "checkpoints"
+LAST_CKPT = "last.ckpt"
+
+
+class NonFiniteLossError(SnngenError):
+    """The loss became NaN or infinite; training stopped before corrupting the weights."""
+
+
+# ----------------------------------------------------------------------------- data order
+
+
+class StepBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Infinite batches of indices; batch ``k`` depends only on ``(seed, k)``.
+
+    Epoch ``e = k // steps_per_epoch`` uses the permutation ``randperm(n, seed + e)``; with
+    ``world_size`` ranks each global batch of ``batch_size * world_size`` indices is split into
+    contiguous per-rank slices. Iteration starts at batch ``start`` (set on resume).
+    """
+
+    def __init__(
+        self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, start: int = 0
+    ) -> None:
+        if n < batch_size * world_size:
+            raise SnngenError(
+                f"dataset has {n} items, fewer than one global batch "
+                f"({batch_size} x {world_size} devices); lower data.batch_size"
+            )
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.rank, self.world_size, self.start = rank, world_size, start
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.n // (self.batch_size * self.world_size)
+
+    def batch_indices(self, k: int) -> list[int]:
+        """Return this rank's indices of global batch ``k``."""
+        epoch, j = divmod(k, self.steps_per_epoch)
+        gen = torch.Generator().manual_seed(self.seed + epoch)
+        perm = torch.randperm(self.n, generator=gen)
+        begin = (j * self.world_size + self.rank) * self.batch_size
+        return perm[begin : begin + self.batch_size].tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        k = self.start
+        while True:
+            yield self.batch_indices(k)
+            k += 1
+
+
+def steps_per_epoch(n_items: int, batch_size: int, world_size: int) -> int:
+    """Return the number of optimiser steps in one pass over ``n_items``."""
+    return max(1, n_items // (batch_size * world_size))
+
+
+def total_steps(cfg: RunConfig, n_items: int, world_size: int) -> int:
+    """Return the run's step budget: ``trainer.max_steps`` or epochs x steps per epoch."""
+    if cfg.trainer.max_steps is not None:
+        return cfg.trainer.max_steps
+    if cfg.trainer.max_epochs is None:
+        raise SnngenError("set trainer.max_steps or trainer.max_epochs")
+    spe = steps_per_epoch(n_items, cfg.data.batch_size, world_size)
+    return max(1, math.ceil(cfg.trainer.max_epochs * spe))
+
+
+def batch_to_input(batch) -> Tensor:
+    """Return the model input of a loader batch: images ``[B, C, H, W]`` or events ``[T, B, ...]``.
+
+    Labels are dropped; event batches ``[B, T, 2, H, W]`` are made time-first.
+    """
+    x = batch[0] if isinstance(batch, (list, tuple)) else batch
+    if x.dim() == 5:
+        x = x.transpose(0, 1).contiguous()
+    return x
+
+
+# ----------------------------------------------------------------------------- module
+
+
+class EMA(nn.Module):
+    """Exponential moving average of a model's parameters (buffers copied as they are)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        super().__init__()
+        if not 0.0 < decay < 1.0:
+            raise SnngenError(f"trainer.ema_decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.model = copy.deepcopy(model).requires_grad_(False).eval()
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for e, p in zip(self.model.parameters(), model.parameters(), strict=True):
+            e.lerp_(p.detach(), 1.0 - self.decay)
+        for e, b in zip(self.model.buffers(), model.buffers(), strict=True):
+            e.copy_(b)
+
+
+class LitGenerative(L.LightningModule):
+    """Lightning wrapper of any :class:`GenerativeModel` (manual optimisation, one optimiser
+    per entry of ``model.optimizer_groups()``)."""
+
+    def __init__(self, cfg: RunConfig, info: DataInfo, model: GenerativeModel | None = None):
+        super().__init__()
+        self.automatic_optimization = False
+        self.cfg, self.info = cfg, info
+        self.model = model if model is not None else build_model(cfg.model, info)
+        self.ema = EMA(self.model, cfg.trainer.ema_decay) if cfg.trainer.ema_decay else None
+        self.batches_seen = 0
+        self.max_batches = 0  # set by fit()
+        self.train_set: Dataset | None = None
+        self._rng_to_restore: dict | None = None
+
+    @property
+    def eval_model(self) -> GenerativeModel:
+        """The model to sample and evaluate with: the EMA copy when there is one."""
+        return self.ema.model if self.ema is not None else self.model
+
+    # -- optimisers
+    def configure_optimizers(self):
+        groups = self.model.optimizer_groups()
+        overrides = self.model.optimizer_overrides()
+        self._group_names = list(groups)
+        return [
+            make_optimizer(self.cfg, groups[k], overrides.get(k, {}), self._world()) for k in groups
+        ]
+
+    def _world(self) -> int:
+        return self.trainer.world_size if self._trainer is not None else 1
+
+    # -- data
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None
+        sampler = StepBatchSampler(
+            len(self.train_set),
+            self.cfg.data.batch_size,
+            self.cfg.trainer.seed,
+            rank=self.global_rank,
+            world_size=self.trainer.world_size,
+            start=self.batches_seen,
+        )
+        return DataLoader(
+            self.train_set,
+            batch_sampler=sampler,
+            num_workers=self.cfg.data.num_workers,
+            persistent_workers=self.cfg.data.num_workers > 0,
+        )
+
+    # -- training
+    def on_train_start(self) -> None:
+        if self._rng_to_restore is not None:
+            set_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        x = batch_to_input(batch)
+        losses = self.model.loss(x)
+        opts = self.optimizers()
+        opts = opts if isinstance(opts, list) else [opts]
+        for name in self._group_names:
+            value = losses[name]
+            if not torch.isfinite(value.detach()).all():
+                raise NonFiniteLossError(
+                    f"non-finite loss {name}={value.item()} at step {self.batches_seen + 1}; "
+                    "training stopped before the optimiser step, the last good checkpoint is kept"
+                )
+        for name, opt in zip(self._group_names, opts, strict=True):
+            opt.zero_grad(set_to_none=True)
+            self.manual_backward(losses[name], retain_graph=name != self._group_names[-1])
+            if self.cfg.trainer.grad_clip:
+                self.clip_gradients(opt, self.cfg.trainer.grad_clip, "norm")
+            opt.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.batches_seen += 1
+        bs = x.shape[1] if x.dim() == 5 else x.shape[0]
+        self.log_dict(
+            {f"train/{k}": v.detach().float() for k, v in losses.items() if v.dim() == 0},
+            prog_bar=False,
+            batch_size=bs,
+        )
+        self.log(
+            "loss", losses["loss"].detach().float(), prog_bar=True, logger=False, batch_size=bs
+        )
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.batches_seen >= self.max_batches:
+            self.trainer.should_stop = True
+
+    # -- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["snngen"] = {
+            "model_name": self.model.name,
+            "batches_seen": self.batches_seen,
+            "world_size": self.trainer.world_size,
+            "rng": get_rng_state(),
+            "config": to_dict(self.cfg),
+            "data_info": vars(self.info)
+            if not hasattr(self.info, "__dataclass_fields__")
+            else {k: getattr(self.info, k) for k in self.info.__dataclass_fields__},
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        meta = checkpoint.get("snngen")
+        if meta is None:
+            raise SnngenError("checkpoint was not written by snngen (no 'snngen' entry)")
+        if meta["model_name"] != self.model.name:
+            raise SnngenError(
+                f"checkpoint belongs to model {meta['model_name']!r}, not {self.model.name!r}"
+            )
+        self.batches_seen = int(meta["batches_seen"])
+        self._rng_to_restore = meta["rng"]
+
+
+def make_optimizer(cfg: RunConfig, params, override: dict, world: int) -> torch.optim.Optimizer:
+    """Return the optimiser of ``cfg.optim`` (with ``override`` keys applied) over ``params``.
+
+    With ``optim.lr_reference_batch`` set, lr is scaled by ``batch_size * world / reference``.
+    """
+    o = {**to_dict(cfg.optim), **override}
+    lr = o["lr"]
+    if o.get("lr_reference_batch"):
+        lr = lr * cfg.data.batch_size * world / o["lr_reference_batch"]
+    if o["name"] == "adam":
+        return torch.optim.Adam(
+            params, lr=lr, betas=tuple(o["betas"]), weight_decay=o["weight_decay"]
+        )
+    if o["name"] == "adamw":
+        return torch.optim.AdamW(
+            params, lr=lr, betas=tuple(o["betas"]), weight_decay=o["weight_decay"]
+        )
+    if o["name"] == "sgd":
+        return torch.optim.SGD(
+            params, lr=lr, momentum=o["betas"][0], weight_decay=o["weight_decay"]
+        )
+    raise SnngenError(f"optim.name: unknown optimiser {o['name']!r}; expected adam, adamw or sgd")
+
+
+def get_rng_state() -> dict:
+    """Return the CPU (and CUDA, if used) RNG states."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore RNG states saved by :func:`get_rng_state`."""
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------- callbacks
+
+
+class AtomicCheckpoint(L.Callback):
+    """Write ``checkpoints/last.ckpt`` every ``every`` steps and at the end, atomically."""
+
+    def __init__(self, run_dir: Path, every: int) -> None:
+        self.path = Path(run_dir) / CKPT_DIR / LAST_CKPT
+        self.every = max(1, every)
+
+    def save(self, trainer: L.Trainer) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        trainer.save_checkpoint(tmp)  # every rank calls it; rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+        trainer.strategy.barrier("snngen_ckpt")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        k = pl_module.batches_seen
+        if k % self.every == 0 or k >= pl_module.max_batches:
+            self.save(trainer)
+
+
+class GridCallback(L.Callback):
+    """Save reconstruction (and sample) grids of a fixed held-out batch once per epoch."""
+
+    def __init__(self, run_dir: Path, fixed_batch: Tensor, steps_per_epoch: int) -> None:
+        self.dir = Path(run_dir) / "grids"
+        self.fixed = fixed_batch
+        self.spe = steps_per_epoch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        k = pl_module.batches_seen
+        if not trainer.is_global_zero or (k % self.spe and k < pl_module.max_batches):
+            return
+        from snngen.report import save_grids
+
+        epoch = math.ceil(k / self.spe)
+        model = pl_module.eval_model
+        was_training = model.training
+        model.eval()
+        save_grids(model, self.fixed.to(pl_module.device), self.dir, tag=f"epoch{epoch:03d}")
+        model.train(was_training)
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def make_trainer(cfg: RunConfig, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
+    """Return the Lightning Trainer of a run (loggers: CSV and TensorBoard in ``run_dir/logs``)."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    t = cfg.trainer
+    strategy = t.strategy
+    if strategy == "ddp" and t.accelerator == "cpu":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy = DDPStrategy(process_group_backend="gloo")
+    # a new version_N folder per fit() call: resuming never overwrites earlier logs
+    loggers = [
+        CSVLogger(run_dir, name="logs"),
+        TensorBoardLogger(run_dir, name="logs", default_hp_metric=False),
+    ]
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # the EMA copy
+    return L.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=strategy,
+        precision=t.precision,
+        max_epochs=-1,
+        max_steps=-1,
+        logger=loggers,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        enable_progress_bar=t.progress_bar,
+        enable_model_summary=False,
+        log_every_n_steps=t.log_every_n_steps,
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+        default_root_dir=run_dir,
+    )
+
+
+def fit(
+    cfg: RunConfig,
+    run_dir: str | Path,
+    train_set: Dataset,
+    info: DataInfo,
+    fixed_batch: Tensor | None = None,
+    resume: bool = False,
+) -> LitGenerative:
+    """Train ``cfg``'s model in ``run_dir``; returns the trained Lightning module.
+
+    ``resume=True`` continues from ``run_dir/checkpoints/last.ckpt`` up to the config's budget.
+    """
+    run_dir = Path(run_dir)
+    (run_dir / CKPT_DIR).mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    lit = LitGenerative(cfg, info)
+    lit.train_set = train_set
+    world = _expected_world_size(cfg)
+    spe = steps_per_epoch(len(train_set), cfg.data.batch_size, world)
+    lit.max_batches = total_steps(cfg, len(train_set), world)
+    callbacks: list[L.Callback] = [AtomicCheckpoint(run_dir, cfg.trainer.ckpt_every_n_steps)]
+    if fixed_batch is not None and cfg.trainer.grids_every_epoch:
+        callbacks.append(GridCallback(run_dir, fixed_batch, spe))
+    trainer = make_trainer(cfg, run_dir, callbacks)
+    ckpt = run_dir / CKPT_DIR / LAST_CKPT
+    if resume and not ckpt.is_file():
+        raise SnngenError(f"cannot resume: no checkpoint at {ckpt}")
+    trainer.fit(lit, ckpt_path=str(ckpt) if resume else None)
+    return lit
+
+
+def _expected_world_size(cfg: RunConfig) -> int:
+    d = cfg.trainer.devices
+    n = d if isinstance(d, int) else (1 if d in ("auto", "1") else len(str(d).split(",")))
+    return max(1, n) * cfg.trainer.num_nodes

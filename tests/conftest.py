@@ -1,0 +1,18 @@
+"""Shared fixtures: a tiny registered model so harness tests do not depend on real models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_model import TinyAutoencoder, TinyConfig  # noqa: F401  (registers model "tiny")
+from torch.utils.data import TensorDataset
+
+from snngen.models import DataInfo
+
+
+@pytest.fixture
+def tiny_data():
+    """(dataset of 64 random 1x8x8 images with labels, its DataInfo)."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 1, 8, 8, generator=gen)
+    return TensorDataset(x, torch.zeros(64, dtype=torch.long)), DataInfo(channels=1, image_size=8)

@@ -1,0 +1,205 @@
+"""Spiking transformer prior (stage 2): causality, exact key/value cache, sampling helpers,
+training on a frozen stage-1 run folder, sample shapes and ranges."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from snngen.config import build_run_config, save_config
+from snngen.errors import SnngenError
+from snngen.models import DataInfo, build_model
+from snngen.models.prior import PriorConfig, SpikingGPT, VQPrior, sample_logits
+from snngen.runs import CONFIG_FILE, load_run
+from snngen.train import fit
+
+STAGE1 = dict(
+    name="vqvae",
+    time_steps=2,
+    ch=8,
+    ch_mult=[1, 2],
+    num_res_blocks=1,
+    attn_resolutions=[],
+    z_channels=8,
+    embed_dim=4,
+    n_embed=16,
+    num_groups=4,
+    disc_ndf=8,
+    disc_layers=1,
+    disc_start=1,
+)
+
+
+@pytest.fixture(autouse=True)
+def _eager_neurons(monkeypatch):
+    monkeypatch.setenv("SNNGEN_COMPILE", "0")
+
+
+def train_stage1(run_dir, data, info, **model):
+    cfg = build_run_config(
+        {
+            "model": {**STAGE1, **model},
+            "data": {"batch_size": 4},
+            "optim": {"name": "adam", "lr": 1e-3, "betas": [0.5, 0.9]},
+            "trainer": {
+                "max_steps": 2,
+                "accelerator": "cpu",
+                "progress_bar": False,
+                "grids_every_epoch": False,
+            },
+        }
+    )
+    run_dir.mkdir(parents=True)
+    save_config(cfg, run_dir / CONFIG_FILE)
+    fit(cfg, run_dir, data, info)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def stage1_runs(tmp_path_factory):
+    """Stage-1 run folders trained for 2 GAN steps: images (temporal, vanilla) and events."""
+    root = tmp_path_factory.mktemp("stage1")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SNNGEN_COMPILE", "0")
+        return _make_stage1_runs(root)
+
+
+def _make_stage1_runs(root):
+    g = torch.Generator().manual_seed(0)
+    images = TensorDataset(torch.rand(8, 1, 8, 8, generator=g), torch.zeros(8))
+    img_info = DataInfo(1, 8)
+    events = TensorDataset(
+        torch.randint(0, 2, (8, 2, 2, 8, 8), generator=g).float(), torch.zeros(8)
+    )
+    ev_info = DataInfo(2, 8, events=True, time_bins=2)
+    return {
+        "temporal": (train_stage1(root / "t", images, img_info), img_info),
+        "vanilla": (train_stage1(root / "v", images, img_info, codebook="vanilla"), img_info),
+        "events": (train_stage1(root / "e", events, ev_info), ev_info),
+    }
+
+
+def spiky_gpt(vocab=11, block=9, **kw) -> SpikingGPT:
+    """A random GPT whose weights are large enough that every neuron group spikes."""
+    cfg = PriorConfig(n_layer=2, n_head=2, n_embd=16, time_steps=3, **kw)
+    gpt = SpikingGPT(cfg, vocab, block).double().eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in gpt.named_parameters():
+            if "ln" not in name:
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.5)
+    return gpt
+
+
+def test_spiking_gpt_is_causal_and_attention_is_used():
+    gpt = spiky_gpt()
+    g = torch.Generator().manual_seed(1)
+    idx = torch.randint(0, 11, (4, 9), generator=g)
+    base = gpt(idx)
+    assert base.shape == (4, 9, 11)
+    for j in range(9):
+        changed = idx.clone()
+        changed[:, j] = (changed[:, j] + 1) % 11
+        out = gpt(changed)
+        assert torch.equal(out[:, :j], base[:, :j]), f"token {j} changed an earlier logit"
+        assert not torch.equal(out[:, j], base[:, j])
+    changed = idx.clone()
+    changed[:, 0] = (changed[:, 0] + 1) % 11
+    assert not torch.equal(gpt(changed)[:, -1], base[:, -1])  # information flows forward
+    attn = gpt.blocks[0].attn
+    x = torch.randn(3, 2, 9, 16, dtype=torch.float64)
+    assert attn.q_neuron(attn.query(x)).mean() > 0.05  # the spiking q/k/v really spike
+
+
+def test_cache_gives_the_training_forward_logits():
+    gpt = spiky_gpt()
+    idx = torch.randint(0, 11, (3, 9), generator=torch.Generator().manual_seed(2))
+    full = gpt(idx)
+    cache = gpt.new_cache()
+    steps = [gpt(idx[:, i : i + 1], cache) for i in range(9)]
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-12, atol=1e-12)
+    cache = gpt.new_cache()  # a prefix at once, then single tokens
+    parts = [gpt(idx[:, :4], cache), gpt(idx[:, 4:5], cache), gpt(idx[:, 5:], cache)]
+    torch.testing.assert_close(torch.cat(parts, 1), full, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="block_size"):
+        gpt(idx[:, :1], cache)
+
+
+def test_sample_logits_temperature_and_top_k():
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0]]).repeat(2000, 1)
+    assert torch.equal(sample_logits(logits, temperature=0), torch.ones(2000, dtype=torch.long))
+    g = torch.Generator().manual_seed(0)
+    top1 = sample_logits(logits, top_k=1, generator=g)
+    assert torch.equal(top1, torch.ones(2000, dtype=torch.long))
+    top2 = sample_logits(logits, top_k=2, generator=g)
+    assert set(top2.tolist()) == {1, 3}
+    p3 = torch.sigmoid(torch.tensor(-1.0)).item()  # P(token 3 | top-2) = e^2 / (e^2 + e^3)
+    assert abs((top2 == 3).float().mean().item() - p3) < 0.04
+    hot = sample_logits(logits, temperature=100.0, generator=g)  # nearly uniform
+    assert (torch.bincount(hot, minlength=4) > 350).all()
+
+
+@pytest.mark.parametrize("kind", ["temporal", "vanilla", "events"])
+def test_prior_on_a_stage1_run(stage1_runs, kind):
+    run_dir, info = stage1_runs[kind]
+    torch.manual_seed(0)
+    prior = build_model(
+        PriorConfig(stage1_run=str(run_dir), n_layer=1, n_head=2, n_embd=16, time_steps=2), info
+    )
+    assert isinstance(prior, VQPrior) and prior.stage1.discriminator is None
+    stage1 = load_run(run_dir).model
+    for k, v in stage1.state_dict().items():  # the run's (EMA-less) weights, frozen
+        if not k.startswith("discriminator"):
+            torch.testing.assert_close(prior.stage1.state_dict()[k], v)
+    prior.train()
+    assert not prior.stage1.training and prior.gpt.training
+    assert set(prior.optimizer_groups()["loss"]) == set(prior.gpt.parameters())
+    x = torch.rand(3, 1, 8, 8) if not info.events else torch.randint(0, 2, (2, 3, 2, 8, 8)).float()
+    out = prior.loss(x)
+    assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert all(p.grad is None for p in prior.stage1.parameters())
+    prior.eval()
+    per_pos = 2 if kind == "vanilla" else 1
+    assert prior.seq_len == 16 * per_pos
+    s = prior.sample(5, generator=torch.Generator().manual_seed(0), top_k=4)
+    if info.events:
+        assert s.shape == (2, 5, 2, 8, 8) and s.min() >= 0 and s.max() <= 1
+    else:
+        assert s.shape == (5, 1, 8, 8) and s.min() >= 0 and s.max() <= 1
+    assert prior.reconstruct(x).shape == x.shape
+
+
+def test_cached_and_uncached_sampling_agree(stage1_runs):
+    run_dir, info = stage1_runs["vanilla"]
+    torch.manual_seed(0)
+    prior = build_model(
+        PriorConfig(stage1_run=str(run_dir), n_layer=2, n_head=2, n_embd=16, time_steps=2), info
+    ).eval()
+    with torch.no_grad():
+        for name, p in prior.gpt.named_parameters():
+            if "ln" not in name:
+                p.mul_(20.0)  # spiking, input-dependent logits
+    tokens = {}
+    for use_cache in (True, False):
+        gen = torch.Generator().manual_seed(7)
+        tokens[use_cache] = prior.generate_tokens(6, gen, temperature=1.0, use_cache=use_cache)
+    assert torch.equal(tokens[True], tokens[False])
+    assert len(set(tokens[True].flatten().tolist())) > 3  # really random, not one token
+    again = prior.generate_tokens(6, torch.Generator().manual_seed(8))
+    assert not torch.equal(again, tokens[True])
+
+
+def test_prior_errors(stage1_runs, tmp_path):
+    run_dir, _ = stage1_runs["temporal"]
+    with pytest.raises(SnngenError, match="stage1_run is not set"):
+        build_model(PriorConfig(n_layer=1, n_head=1, n_embd=8), DataInfo(1, 8))
+    with pytest.raises(SnngenError, match="does not match"):
+        build_model(
+            PriorConfig(stage1_run=str(run_dir), n_layer=1, n_head=1, n_embd=8), DataInfo(3, 8)
+        )
+    with pytest.raises(SnngenError, match="not a snngen run folder"):
+        build_model(
+            PriorConfig(stage1_run=str(tmp_path), n_layer=1, n_head=1, n_embd=8), DataInfo(1, 8)
+        )

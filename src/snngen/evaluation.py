@@ -171,15 +171,20 @@ def model_info(model: GenerativeModel, test_set: Dataset, n: int = 8) -> dict:
 
     model.eval()
     x = next(test_batches(test_set, n, n))
-    with Monitor(model) as mon:
+    with Monitor(model, n_samples=n) as mon:
         if model.can_reconstruct:
             model.reconstruct(x)
             measured_on = f"reconstruct({n} test items)"
         else:
             model.sample(n, generator=torch.Generator().manual_seed(0))
             measured_on = f"sample({n})"
-    report = mon.report()
     params = sum(p.numel() for p in model.parameters())
-    header = f"model {model.name}: {params:,} parameters; measured on {measured_on}\n"
-    return {"model": model.name, "parameters": params, "measured_on": measured_on,
-            **report.to_dict(), "table": header + report.table()}
+    header = f"model {model.name}: {params:,} parameters; measured on {measured_on}, per sample\n"
+    return {
+        "model": model.name,
+        "parameters": params,
+        "measured_on": measured_on,
+        "layers": mon.report(),
+        "totals": mon.totals(),
+        "table": header + mon.table(),
+    }

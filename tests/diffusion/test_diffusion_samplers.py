@@ -166,6 +166,13 @@ def test_dispatcher_names_and_errors(gaussian, schedule):
         sample("dpm-solver", gaussian, schedule, x_T, order=4)
     with pytest.raises(ValueError, match="gamma"):
         sample("analytic-dpm", gaussian, schedule, x_T)
+    # errors the CLI shows as one line (ConfigError is a SnngenError)
+    with pytest.raises(ConfigError, match=r"steps=5000 .* choose 1\.\.1000"):
+        sample("ddim", gaussian, schedule, x_T, 5000)
+    with pytest.raises(ConfigError, match="steps"):
+        sample("dpm-solver", gaussian, schedule, x_T, 0)
+    with pytest.raises(ConfigError, match="eta"):
+        sample("ddim", gaussian, schedule, x_T, 10, eta=-1.0)
 
 
 def test_bad_model_output_is_named(schedule):

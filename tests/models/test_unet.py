@@ -28,7 +28,13 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 @pytest.fixture(autouse=True)
 def _eager(monkeypatch):
-    monkeypatch.setenv("SNNGEN_COMPILE", "0")  # no torch.compile warm-up in unit tests
+    """No torch.compile warm-up, and one thread: on tiny tensors intra-op threads only add
+    synchronisation, which costs ~100x on a loaded CPU."""
+    monkeypatch.setenv("SNNGEN_COMPILE", "0")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def small(**kw) -> UNetConfig:

@@ -26,6 +26,7 @@ from snngen.diffusion._common import (
 )
 from snngen.diffusion.ddpm import predict_x0
 from snngen.diffusion.schedule import NoiseSchedule, sampling_timesteps
+from snngen.errors import ConfigError
 
 
 def ddim_sigma2(alpha_bar: float, alpha_bar_prev: float, eta: float) -> float:
@@ -96,7 +97,7 @@ def ddim_sample(
         ``x_0`` ``[B, ...]``.
     """
     if eta < 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
+        raise ConfigError(f"eta must be >= 0, got {eta}")
     taus = sampling_timesteps(schedule, steps, spacing, timesteps)
     x = initial_noise(x_T, generator=generator, device=device, dtype=dtype)
     pairs = list(zip(taus, taus[1:] + [-1], strict=True))

@@ -39,6 +39,7 @@ from snngen.diffusion._common import (
     progress_iter,
 )
 from snngen.diffusion.schedule import NoiseSchedule
+from snngen.errors import ConfigError
 
 ALGORITHMS = ("dpmsolver++", "dpmsolver")
 METHODS = ("multistep", "singlestep")
@@ -91,7 +92,7 @@ def time_grid(
     if not (1.0 / n_total - 1e-12 <= t_end < t_start <= 1.0 + 1e-12):
         raise ValueError(f"need 1/N <= t_end < t_start <= 1, got t_start={t_start}, t_end={t_end}")
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise ConfigError(f"steps must be >= 1, got {steps}")
     if skip_type == "logSNR":
         lam = torch.linspace(
             float(schedule.marginal_lambda(t_start)),
@@ -305,7 +306,7 @@ def dpm_solver_sample(
     check_choice("method", method, METHODS)
     check_choice("model_time", model_time, MODEL_TIMES)
     if order not in (1, 2, 3):
-        raise ValueError(f"order must be 1, 2 or 3, got {order}")
+        raise ConfigError(f"order must be 1, 2 or 3, got {order}")
     model = _Model(
         eps_model,
         schedule,

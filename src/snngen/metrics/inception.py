@@ -102,6 +102,7 @@ class InceptionFeatures(FeatureNet):
 
     name = "inception-v3-pool3"
     num_features = 2048
+    batch_size = 32
 
     def __init__(
         self, path: str | Path | None = None, *, check_hash: bool = True, quantize: bool = True

@@ -18,6 +18,8 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
     "vq_prior": ("snngen.models.prior", "PriorConfig", "VQPrior"),
     "sddpm": ("snngen.models.diffusion_model", "SDDPMConfig", "DiffusionModel"),
     "ddpm": ("snngen.models.diffusion_model", "DDPMConfig", "DiffusionModel"),
+    "fsvae": ("snngen.models.fsvae", "FSVAEConfig", "FSVAE"),
+    "ann_vae": ("snngen.models.ann_vae", "ANNVAEConfig", "ANNVAE"),
 }
 
 

@@ -32,6 +32,7 @@ from torch import Tensor
 from snngen.diffusion import NoiseSchedule, estimate_gamma
 from snngen.diffusion import sample as run_sampler
 from snngen.diffusion.schedule import sampling_timesteps
+from snngen.errors import ConfigError
 from snngen.models.base import DataInfo, GenerativeModel
 from snngen.models.unet import ANN_ACTIVATIONS, SDDPM_IF, SpikingUNet, UNetConfig, neuron_name
 
@@ -171,7 +172,7 @@ class DiffusionModel(GenerativeModel):
         if key not in self._gamma_cache:
             n = int(self.gamma_filled)
             if n == 0:
-                raise ValueError(
+                raise ConfigError(
                     "analytic-dpm needs training images to estimate Gamma; this model has seen "
                     "none (train it first, or pass gamma=... to sample)"
                 )

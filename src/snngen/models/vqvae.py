@@ -12,8 +12,9 @@ Encoder and decoder are built from :class:`ResnetBlockSnn` (GroupNorm, LIF-nonli
 ``x * LIF(x)``, 3x3 conv, optional time-embedding addition, GroupNorm, LIF-nonlinearity, dropout,
 3x3 conv; 1x1 or 3x3 shortcut) and the spiking attention block
 (:class:`snngen.spiking.layers.SpikingSelfAttention`), with ``len(ch_mult)`` resolution levels,
-strided-conv down-sampling and, by default, transposed-conv up-sampling as the paper's tables
-list (``upsample="nearest"`` gives nearest interpolation + 3x3 conv, what the original code runs).
+strided-conv down-sampling, and up-sampling by nearest interpolation + 3x3 conv (what the
+original code runs, the default) or by a 4x4 transposed conv (``upsample="transposed"``, what the
+paper's tables and README list).
 Neurons: braincog's LIF (threshold 0.5, tau 2, hard reset), :data:`BRAINCOG_LIF`.
 
 Quantiser: :class:`~snngen.models.quantizers.TemporalCodebook` (one index per position) or
@@ -100,7 +101,7 @@ class VQVAEConfig:
     z_channels: int = 256
     dropout: float = 0.0
     num_groups: int = 32
-    upsample: Literal["transposed", "nearest"] = "transposed"
+    upsample: Literal["nearest", "transposed"] = "nearest"  # original code; paper: transposed
     # loss
     rec_loss: Literal["l1", "mse"] = "l1"
     codebook_weight: float = 1.0
@@ -113,7 +114,10 @@ class VQVAEConfig:
     perceptual_weight: float = 0.0  # LPIPS; needs the two weight files below
     lpips_vgg_path: str | None = None
     lpips_lin_path: str | None = None
-    # events: frames are clipped to [0, event_max] and mapped to [-1, 1]
+    # events -> [-1, 1]: "sample_max" (the original): each sample divided by its own largest
+    # count; "fixed": counts clipped to [0, event_max]. Decoded frames are [0, 1] x event_max
+    # (reconstructions: x the input's own largest count under "sample_max").
+    event_norm: Literal["sample_max", "fixed"] = "sample_max"
     event_max: float = 1.0
 
     def __post_init__(self) -> None:
@@ -350,8 +354,9 @@ class SpikingDecoder(nn.Module):
 class VQVAE(GenerativeModel):
     """Spiking VQ-VAE (stage 1). Images ``[B, C, H, W]`` in [0, 1] or events ``[T, B, 2, H, W]``.
 
-    ``reconstruct`` returns the same kind and range as its input (events: frames clipped to
-    ``[0, event_max]``). It cannot sample on its own: train a prior on its codes
+    ``reconstruct`` returns the same kind and range as its input (events: ``[T, B, 2, H, W]``
+    counts in ``[0, scale]``, see :meth:`event_scale`). It cannot sample on its own: train a
+    prior on its codes
     (:class:`snngen.models.prior.VQPrior`, model name ``vq_prior``).
     """
 
@@ -406,25 +411,35 @@ class VQVAE(GenerativeModel):
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
     # -- spaces
+    def event_scale(self, x: Tensor) -> Tensor:
+        """The count that maps to +1 for each sample of events ``x`` ``[T, B, C, H, W]``:
+        ``[1, B, 1, 1, 1]``, its largest count (``event_norm="sample_max"``; 1 for a blank
+        sample) or ``event_max`` (``"fixed"``)."""
+        if self.cfg.event_norm == "fixed":
+            return x.new_full((1, x.shape[1], 1, 1, 1), self.cfg.event_max)
+        peak = x.clamp(min=0).amax(dim=(0, 2, 3, 4), keepdim=True)
+        return torch.where(peak > 0, peak, torch.ones_like(peak))
+
     def to_model_space(self, x: Tensor) -> Tensor:
         """Model input ``[T, B, C, H, W]`` in [-1, 1]: images repeated over T (direct coding),
-        event frames ``[T, B, 2, H, W]`` clipped to ``[0, event_max]`` and rescaled."""
+        event frames ``[T, B, 2, H, W]`` divided by :meth:`event_scale` (clipped) and rescaled."""
         if self.info.events:
             if x.dim() != 5 or x.shape[0] != self.cfg.time_steps:
                 raise ValueError(
                     f"expected event frames [T={self.cfg.time_steps}, B, C, H, W], got "
                     f"{tuple(x.shape)}"
                 )
-            return x.clamp(0, self.cfg.event_max) * (2.0 / self.cfg.event_max) - 1.0
+            return (x.clamp(min=0) / self.event_scale(x)).clamp(max=1) * 2.0 - 1.0
         if x.dim() != 4:
             raise ValueError(f"expected images [B, C, H, W], got {tuple(x.shape)}")
         return direct_encode(x * 2.0 - 1.0, self.cfg.time_steps)
 
-    def from_model_space(self, y: Tensor) -> Tensor:
+    def from_model_space(self, y: Tensor, scale: Tensor | float | None = None) -> Tensor:
         """Decoder output ``[T, B, C, H, W]`` -> images ``[B, C, H, W]`` in [0, 1] (mean over
-        time) or event frames ``[T, B, C, H, W]`` in ``[0, event_max]``."""
+        time) or event frames ``[T, B, C, H, W]`` in ``[0, scale]`` (default ``event_max``)."""
         if self.info.events:
-            return ((y + 1.0) * (0.5 * self.cfg.event_max)).clamp(0, self.cfg.event_max)
+            scale = self.cfg.event_max if scale is None else scale
+            return ((y + 1.0) * 0.5).clamp(0, 1) * scale
         return ((y.mean(0) + 1.0) * 0.5).clamp(0, 1)
 
     # -- stages
@@ -481,6 +496,15 @@ class VQVAE(GenerativeModel):
         return x_t[0], y_t.mean(0)
 
     def loss(self, batch: Tensor) -> dict[str, Tensor]:
+        """Losses and logs of one batch (images ``[B, C, H, W]`` or events ``[T, B, 2, H, W]``).
+
+        ``loss``: reconstruction (+ LPIPS) + codebook_weight * quantiser loss (+ adaptive-weight
+        generator term after ``disc_start``); ``loss_disc``: the discriminator's hinge loss
+        (present when ``disc_weight > 0``). Logs (detached scalars): ``rec_loss``, ``q_loss``,
+        ``mse`` (in [0, 1] units), the batch's codebook usage ``perplexity``, ``codes_used``,
+        ``dead_codes``, and, with the discriminator, ``g_loss``, ``d_weight``, ``disc_factor``,
+        ``logits_real``, ``logits_fake``; ``p_loss`` with LPIPS.
+        """
         cfg = self.cfg
         x_t = self.to_model_space(batch)
         q = self.encode(x_t)
@@ -512,6 +536,7 @@ class VQVAE(GenerativeModel):
             mse=mse01,
             perplexity=torch.tensor(usage["perplexity"]),
             codes_used=torch.tensor(float(usage["used"])),
+            dead_codes=torch.tensor(float(usage["dead"])),
         )
         return out
 
@@ -558,7 +583,8 @@ class VQVAE(GenerativeModel):
     # -- inference
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
-        return self.from_model_space(self.decode(self.encode(self.to_model_space(x)).z_q))
+        y = self.decode(self.encode(self.to_model_space(x)).z_q)
+        return self.from_model_space(y, self.event_scale(x) if self.info.events else None)
 
     @torch.no_grad()
     def codebook_stats(self, batches) -> dict[str, float]:

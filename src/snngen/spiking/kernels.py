@@ -2,42 +2,52 @@
 
 Two implementations of one recurrence:
 
-* ``lif_reference``: the time loop in plain autograd, the readable definition;
-* ``lif_fused``: the same loop inside one ``torch.autograd.Function`` with hand-written BPTT
-  that saves only the membrane ``h`` (plus ``x`` where a derivative needs it), compiled with
-  ``torch.compile`` where the platform allows (see "Compilation" below).
+* :func:`lif_reference`: the time loop in plain autograd, the readable definition;
+* :func:`lif_fused`: the same loop inside one ``torch.autograd.Function`` whose backward is a
+  hand-written BPTT. It saves only the membrane ``h`` ``[T, N]`` (plus the input ``x`` where a
+  derivative needs it, see :func:`_needs_x`); spikes are recomputed from ``h`` in the backward.
 
-The recurrence, with state ``(h_{t-1}, s_{t-1})`` starting at ``(0, 0)`` (or ``v_reset``):
+The recurrence, with state ``(h_{-1}, s_{-1}) = (v_r, 0)`` (``0`` for soft reset):
 
-* reset of the previous step, ``v = R(h_{t-1}, s_{t-1})``:
-  hard ``v = h (1 - s) + v_reset s``, soft ``v = h - v_threshold s``;
-* charge ``h_t`` by form:
-  ``spikingjelly`` (decay_input) ``h = v + (x - (v - v_r)) k`` with ``k = 1/tau``,
-  ``spikingjelly`` (no decay_input) ``h = v - (v - v_r) k + x``,
-  ``fsvae`` ``h = beta v + x`` (FSVAE's ``u = 0.25 u (1 - o) + x``),
-  ``if`` ``h = v + x``,
-  ``snntorch`` ``h = beta h_{t-1} + x - v_threshold s_{t-1}`` (soft; snnTorch's subtract) or
-  ``h = (beta h_{t-1} + x)(1 - s_{t-1}) + v_r s_{t-1}`` (hard; snnTorch's "zero" for v_r = 0);
-* spike ``s_t = H(h_t - v_threshold)`` with the surrogate gradient.
+* reset of the previous step, ``v_t = R(h_{t-1}, s_{t-1})``:
+  hard ``v = h - h s + v_r s`` (``h`` where ``s = 0``, ``v_r`` where ``s = 1``),
+  soft ``v = h - v_th s``;
+* charge ``h_t`` from ``v_t`` and ``x_t`` by form, with ``k`` the decay argument:
+
+  - ``spikingjelly`` with ``decay_input``: ``h = (x + v_r) k + (1 - k) v``
+    (= spikingjelly's ``v + (x - (v - v_r)) / tau`` with ``k = 1/tau``);
+  - ``spikingjelly`` without ``decay_input``: ``h = x + (1 - k) v + k v_r``
+    (= ``v - (v - v_r) / tau + x``);
+  - ``fsvae``: ``h = x + k v`` (FSVAE's ``u = 0.25 u (1 - o) + x``, ``k = beta = 0.25``);
+  - ``if``: ``h = x + v``;
+  - ``snntorch`` (reset applied after the leak, as snnTorch's ``Leaky``):
+    ``u = x + k h_{t-1}``, then ``h = u - v_th s_{t-1}`` (soft, "subtract") or
+    ``h = u - u s_{t-1} + v_r s_{t-1}`` (hard, "zero" for ``v_r = 0``);
+* spike ``s_t = H(h_t - v_th)``, with the surrogate's derivative in the backward.
 
 ``detach_reset`` stops gradients through the ``s`` used in the reset. The membrane returned is
 ``h_t``, the charge before reset (what snnTorch returns as ``mem``).
 
+Both implementations call the same step primitives (:func:`_reset`, :func:`_charge`,
+:func:`_leak`) on the same ``[N]`` slices, so their spikes and membranes are bit-identical.
+
 Compilation
 -----------
-``lif_fused`` runs its forward and backward time loops through ``torch.compile`` (one fused
-kernel per direction, the loop over T unrolled) when ``compile=True``, or when ``compile=None``
-(the default) and the environment variable ``SNNGEN_COMPILE`` is ``1`` / unset (``auto``).
-``SNNGEN_COMPILE=0`` selects the eager loops. A compiled loop is built lazily on first use and
-cached per (spec, dtype, device, T, which gradients are needed); sequences longer than
-``MAX_COMPILED_STEPS`` and calls made while an outer ``torch.compile`` is tracing use the eager
-loops. If compiling fails (no C++ compiler, unsupported platform) the eager loops are used and a
-warning is given once per cached key. Spikes are bit-identical either way: the compiled kernel
-performs the same float operations in the same order.
+``compile`` (argument, or the environment variable ``SNNGEN_COMPILE`` when the argument is
+``None``) is ``"auto"`` (default), ``True`` / ``1`` or ``False`` / ``0``. ``auto`` runs the eager
+fused loops on CPU (torch.compile takes 10-30 s to build a kernel there, far longer than the
+eager loops ever cost) and compiles on CUDA when Triton is available. When compiling, the
+per-step bodies of the forward and backward loops are compiled once per (spec, dtype, device)
+with dynamic shapes, so a new sequence length or batch size does not recompile. A failure to
+compile falls back to the eager loops: silently under ``auto``, with one warning when compiling
+was asked for explicitly. Compiled kernels may contract multiply-adds differently, so their
+spikes can differ from the reference at exact threshold crossings; the eager loops cannot.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import types
 import warnings
@@ -48,27 +58,43 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from snngen.spiking.surrogate import Surrogate
+from snngen.spiking.surrogate import ATan, Surrogate
 
 FORMS = ("spikingjelly", "snntorch", "fsvae", "if")
 COMPILE_ENV = "SNNGEN_COMPILE"
-MAX_COMPILED_STEPS = 64  # longer sequences use the eager loops (compile time grows with T)
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class NeuronSpec:
-    """Static description of a multi-step neuron (everything but the decay value)."""
+    """Static description of a multi-step neuron (everything but the decay value).
+
+    ``v_reset=None`` selects soft reset (subtract ``v_threshold``); ``decay_input`` only
+    affects the spikingjelly form; ``surrogate`` defaults to :class:`ATan` (alpha 2).
+    """
 
     form: str = "spikingjelly"
     v_threshold: float = 1.0
-    v_reset: float | None = 0.0  # None: soft reset (subtract threshold)
+    v_reset: float | None = 0.0
     detach_reset: bool = False
-    decay_input: bool = True  # spikingjelly form only
+    decay_input: bool = True
     surrogate: Surrogate | None = None
 
     def __post_init__(self) -> None:
         if self.form not in FORMS:
             raise ValueError(f"unknown neuron form {self.form!r}; expected one of {FORMS}")
+        if self.surrogate is None:
+            object.__setattr__(self, "surrogate", ATan())
+
+    @property
+    def hard(self) -> bool:
+        """Whether the reset is hard (to ``v_reset``) rather than soft (subtract threshold)."""
+        return self.v_reset is not None
+
+    @property
+    def vr(self) -> float:
+        """The resting / reset potential (0 for soft reset)."""
+        return 0.0 if self.v_reset is None else float(self.v_reset)
 
 
 def check_multistep_input(x: Tensor) -> None:
@@ -76,295 +102,384 @@ def check_multistep_input(x: Tensor) -> None:
     if not isinstance(x, Tensor):
         raise ValueError(f"expected a tensor shaped [T, B, ...], got {type(x).__name__}")
     if not x.is_floating_point():
-        raise ValueError(f"expected a floating-point tensor shaped [T, B, ...], got dtype {x.dtype}")
+        raise ValueError(
+            f"expected a floating-point tensor shaped [T, B, ...], got dtype {x.dtype} "
+            f"(shape {tuple(x.shape)}); convert it with x.float()"
+        )
     if x.dim() < 2:
         raise ValueError(
             f"expected a tensor shaped [T, B, ...] (time first, then batch), got shape "
             f"{tuple(x.shape)}; add the time dimension, e.g. x.unsqueeze(0) or repeat T times"
         )
     if x.shape[0] == 0:
-        raise ValueError(f"expected T >= 1 time steps in [T, B, ...], got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"expected a tensor shaped [T, B, ...] with T >= 1 time steps, got shape "
+            f"{tuple(x.shape)}"
+        )
 
 
-# --------------------------------------------------------------------------- the recurrence
+def _check_decay(decay: Tensor | float) -> None:
+    if isinstance(decay, Tensor) and decay.dim() != 0:
+        raise ValueError(
+            f"expected decay as a float or a 0-dim tensor, got shape {tuple(decay.shape)}"
+        )
 
 
-def _initial_state(spec: NeuronSpec, x0: Tensor) -> tuple[Tensor, Tensor]:
-    """Return ``(h, s)`` before the first step, each shaped like ``x0`` [B, ...]."""
-    vr = 0.0 if spec.v_reset is None else spec.v_reset
-    return torch.full_like(x0, vr), torch.zeros_like(x0)
+# --------------------------------------------------------------------------- step primitives
+# Each takes ``out`` (a buffer, or None to allocate): the fused loops pass buffers, the
+# reference passes None and records autograd. Same ops on same-shaped tensors -> same bits.
 
 
-def _charge(spec: NeuronSpec, v: Tensor, x: Tensor, decay: Tensor | float) -> Tensor:
-    """Charge from the post-reset state ``v`` (all forms but snntorch)."""
-    vr = 0.0 if spec.v_reset is None else spec.v_reset
+def _reset(spec: NeuronSpec, h: Tensor, s: Tensor, out: Tensor | None = None) -> Tensor:
+    """Post-reset state ``v = R(h, s)``; ``h``, ``s`` [N] (``s`` in {0, 1})."""
+    if not spec.hard:
+        return torch.add(h, s, alpha=-spec.v_threshold, out=out)
+    v = torch.addcmul(h, h, s, value=-1.0, out=out)  # exact: h (s = 0) or 0 (s = 1)
+    if spec.vr != 0.0:
+        v = torch.add(v, s, alpha=spec.vr, out=out)
+    return v
+
+
+def _axpy(x: Tensor, v: Tensor, a: Tensor | float, out: Tensor | None) -> Tensor:
+    """``x + a v`` (``a`` a float or a 0-dim tensor)."""
+    if isinstance(a, Tensor):
+        return torch.addcmul(x, v, a, out=out)
+    return torch.add(x, v, alpha=a, out=out)
+
+
+def _charge(
+    spec: NeuronSpec, x: Tensor, v: Tensor, k: Tensor | float, out: Tensor | None = None
+) -> Tensor:
+    """Charge ``h_t`` from the post-reset state ``v`` and input ``x`` (all forms but snntorch)."""
+    vr = spec.vr
     if spec.form == "spikingjelly":
         if spec.decay_input:
-            return v + (x - (v - vr)) * decay
-        return v - (v - vr) * decay + x
+            d = torch.mul(x if vr == 0.0 else x + vr, k, out=out)
+            return _axpy(d, v, 1.0 - k, out)
+        h = _axpy(x, v, 1.0 - k, out)
+        return h if vr == 0.0 else torch.add(h, k * vr, out=out)
     if spec.form == "fsvae":
-        return decay * v + x
-    return v + x  # if
+        return _axpy(x, v, k, out)
+    return torch.add(x, v, out=out)  # if
 
 
-def _reset(spec: NeuronSpec, h: Tensor, s: Tensor) -> Tensor:
-    """Post-reset state ``v = R(h, s)`` (all forms but snntorch); shaped like ``h``."""
-    if spec.v_reset is None:
-        return h - spec.v_threshold * s
-    return h * (1 - s) + spec.v_reset * s
+def _leak(x: Tensor, h: Tensor, k: Tensor | float, out: Tensor | None = None) -> Tensor:
+    """snnTorch's pre-reset charge ``u = x + beta h_{t-1}``."""
+    return _axpy(x, h, k, out)
 
 
-def _lif_step(spec: NeuronSpec, h: Tensor, s: Tensor, x: Tensor, decay: Tensor | float) -> Tensor:
-    """One step: from ``(h_{t-1}, s_{t-1})`` and ``x_t`` return ``h_t`` (shape of ``x``).
+def _initial(spec: NeuronSpec, like: Tensor) -> Tensor:
+    """The state before the first step: ``v_r`` (0 for soft reset), shaped like ``like``."""
+    return torch.full_like(like, spec.vr)
 
-    The single definition of the update: the reference and the fused forward both call it, so
-    their float operations (and therefore their spikes) are identical.
-    """
-    if spec.form == "snntorch":
-        if spec.v_reset is not None:
-            return (decay * h + x) * (1 - s) + spec.v_reset * s
-        return decay * h + x - spec.v_threshold * s
-    return _charge(spec, _reset(spec, h, s), x, decay)
+
+# --------------------------------------------------------------------------- reference
 
 
 def lif_reference(x: Tensor, decay: Tensor | float, spec: NeuronSpec) -> tuple[Tensor, Tensor]:
-    """Plain-autograd time loop. Returns ``(spikes, membrane)``, both shaped like ``x`` [T, ...].
+    """Plain-autograd time loop: the definition the fused kernel is tested against.
 
-    ``decay`` is ``1/tau`` for the spikingjelly form, ``beta`` for snntorch/fsvae, unused for IF.
+    ``x`` [T, B, ...]; ``decay`` is ``1/tau`` for the spikingjelly form, ``beta`` for
+    snntorch/fsvae (a float or a 0-dim tensor, differentiable), unused for IF.
+    Returns ``(spikes, membrane)``, both shaped like ``x``.
     """
     check_multistep_input(x)
-    h, s = _initial_state(spec, x[0])
+    _check_decay(decay)
+    flat = x.reshape(x.shape[0], -1).contiguous()  # same [N] slices as the fused loops
+    h = _initial(spec, flat[0])
+    s = torch.zeros_like(flat[0])
     spikes, mems = [], []
-    for t in range(x.shape[0]):
+    for t in range(flat.shape[0]):
         sr = s.detach() if spec.detach_reset else s
-        h = _lif_step(spec, h, sr, x[t], decay)
+        if spec.form == "snntorch":
+            h = _reset(spec, _leak(flat[t], h, decay), sr)
+        else:
+            h = _charge(spec, flat[t], _reset(spec, h, sr), decay)
         s = spec.surrogate(h - spec.v_threshold)
         spikes.append(s)
         mems.append(h)
-    return torch.stack(spikes), torch.stack(mems)
+    return torch.stack(spikes).view(x.shape), torch.stack(mems).view(x.shape)
 
 
-# --------------------------------------------------------------------------- fused loops
+# --------------------------------------------------------------------------- fused forward
 
 
-def _spike(spec: NeuronSpec, h: Tensor) -> Tensor:
-    """Heaviside spike ``1[h - v_threshold >= 0]`` in ``h``'s dtype (as the surrogate's forward)."""
-    return (h - spec.v_threshold >= 0).to(h.dtype)
+def _forward_step(
+    spec: NeuronSpec, k: Tensor | float, x: Tensor, h_prev: Tensor, s_prev: Tensor,
+    h_out: Tensor, s_out: Tensor, buf: Tensor,
+) -> None:
+    """One forward step into ``h_out`` / ``s_out`` (all [N]); ``buf`` is scratch."""
+    if spec.form == "snntorch":
+        _reset(spec, _leak(x, h_prev, k, out=buf), s_prev, out=h_out)
+    else:
+        _charge(spec, x, _reset(spec, h_prev, s_prev, out=buf), k, out=h_out)
+    torch.ge(h_out, spec.v_threshold, out=s_out)
 
 
-def _forward_loop(x: Tensor, decay: Tensor | float, spec: NeuronSpec) -> tuple[Tensor, Tensor]:
+def _forward_loop(
+    x: Tensor, k: Tensor | float, spec: NeuronSpec, step: Callable
+) -> tuple[Tensor, Tensor]:
     """Run the recurrence without autograd. ``x`` [T, N]; returns ``(spikes, h)``, each [T, N]."""
-    h, s = _initial_state(spec, x[0])
-    spikes, mems = [], []
+    spikes, h = torch.empty_like(x), torch.empty_like(x)
+    h0, s0, buf = _initial(spec, x[0]), torch.zeros_like(x[0]), torch.empty_like(x[0])
     for t in range(x.shape[0]):
-        h = _lif_step(spec, h, s, x[t], decay)
-        s = _spike(spec, h)
-        spikes.append(s)
-        mems.append(h)
-    return torch.stack(spikes), torch.stack(mems)
+        h_prev, s_prev = (h0, s0) if t == 0 else (h[t - 1], spikes[t - 1])
+        step(spec, k, x[t], h_prev, s_prev, h[t], spikes[t], buf)
+    return spikes, h
+
+
+# --------------------------------------------------------------------------- fused backward
+
+
+def _coefficients(spec: NeuronSpec, k: float) -> tuple[float, float]:
+    """``(a, b)`` with ``dh_t/dv_t = a`` (``dh_t/dh_{t-1}`` for snntorch) and ``dh_t/dx_t = b``."""
+    if spec.form == "spikingjelly":
+        return 1.0 - k, (k if spec.decay_input else 1.0)
+    if spec.form in ("fsvae", "snntorch"):
+        return k, 1.0
+    return 1.0, 1.0
+
+
+def _backward_step(
+    spec: NeuronSpec, a: float, b: float, k: float, first: bool, last: bool,
+    h_t: Tensor, h_prev: Tensor | None, x_t: Tensor | None, x_next: Tensor | None,
+    gs_t: Tensor | None, gh_t: Tensor | None, d_next: Tensor | None, dx_next: Tensor | None,
+    d_out: Tensor, dx_out: Tensor, grad_k: Tensor | None, bufs: tuple[Tensor, Tensor],
+) -> None:
+    """One BPTT step: write ``d_t = dL/dh_t`` into ``d_out`` and ``dL/dx_t`` into ``dx_out``.
+
+    ``d_t = gh_t + sg_t (gs_t + c_{t+1}) + r_{t+1}`` where ``sg_t = dS/dh`` (the surrogate),
+    ``c_{t+1}`` is the gradient reaching ``s_t`` through the reset of step t + 1 and ``r_{t+1}``
+    the one reaching ``h_t`` through step t + 1's charge (both zero when ``last``).
+    ``d_next`` / ``dx_next`` are step t+1's ``dL/dh`` / ``dL/dx``; ``h_prev`` is ``h_{t-1}``
+    (None when ``first``); ``x_t``, ``x_next`` the inputs where the derivative needs them;
+    ``grad_k`` [N] accumulates ``dL/dk`` per element when not None. ``d_out`` may alias
+    ``dx_out`` when ``b == 1`` and the form is not snntorch. ``bufs``: two [N] scratch buffers.
+    """
+    thr, vr = spec.v_threshold, spec.vr
+    sg, e = bufs
+    spec.surrogate.grad_(torch.sub(h_t, thr, out=sg))  # dS_t/dh_t
+    snn = spec.form == "snntorch"
+    # e = dL/ds_t = gs_t + c_{t+1}; then d = sg * e.
+    if not last and not spec.detach_reset:
+        zero = gs_t is None
+        g = e.zero_() if zero else gs_t
+        if spec.hard:  # dh_{t+1}/ds_t = a (vr - h_t), snntorch: vr - u_{t+1}
+            if snn:
+                p = _leak(x_next, h_t, k, out=e)
+                scale = -1.0
+            else:
+                p, scale = h_t, -a
+            if vr != 0.0:
+                p = torch.sub(p, vr, out=e)
+            torch.addcmul(g, p, d_next, value=scale, out=e)
+        else:  # dh_{t+1}/ds_t = -thr a (snntorch: -thr)
+            torch.add(g, d_next, alpha=-thr * (1.0 if snn else a), out=e)
+        d = torch.mul(sg, e, out=d_out)
+    elif gs_t is not None:
+        d = torch.mul(sg, gs_t, out=d_out)
+    else:
+        d = d_out.zero_()
+    # r_{t+1}: through step t + 1's charge (snntorch: its leak).
+    if not last:
+        if snn:
+            d.add_(dx_next, alpha=a)  # dx_{t+1} = du_{t+1}; du_{t+1}/dh_t = beta
+        elif spec.hard:  # dv_{t+1}/dh_t = 1 - s_t = 1[h_t < thr]
+            torch.addcmul(d, d_next, torch.lt(h_t, thr, out=e), value=a, out=d)
+        else:
+            d.add_(d_next, alpha=a)
+    if gh_t is not None:
+        d.add_(gh_t)
+    # dL/dx_t and dL/dk.
+    if snn:
+        if spec.hard and not first:  # du_t = d_t (1 - s_{t-1})
+            torch.mul(d, torch.lt(h_prev, thr, out=e), out=dx_out)
+        else:
+            dx_out.copy_(d)
+        if grad_k is not None and not first:  # du_t/dbeta = h_{t-1}
+            grad_k.addcmul_(dx_out, h_prev)
+        elif grad_k is not None and vr != 0.0:
+            grad_k.add_(dx_out, alpha=vr)
+        return
+    if b != 1.0:
+        torch.mul(d, b, out=dx_out)
+    if grad_k is None or spec.form == "if":
+        return
+    if first:
+        v = e.fill_(vr)
+    else:
+        v = _reset(spec, h_prev, torch.ge(h_prev, thr, out=e), out=sg)
+    if spec.form == "spikingjelly":  # dh/dk = x + vr - v (decay_input) or vr - v
+        w = v.neg_().add_(vr)
+        if spec.decay_input:
+            w.add_(x_t)
+        grad_k.addcmul_(d, w)
+    else:  # fsvae: dh/dk = v
+        grad_k.addcmul_(d, v)
+
+
+def _needs_x(spec: NeuronSpec, need_k: bool) -> bool:
+    """Whether the backward needs the input ``x``: snntorch hard reset (the reset derivative
+    uses ``u = x + beta h``) and the decay gradient of the spikingjelly ``decay_input`` form."""
+    if spec.form == "snntorch":
+        return spec.hard and not spec.detach_reset
+    return need_k and spec.form == "spikingjelly" and spec.decay_input
 
 
 def _backward_loop(
-    h: Tensor,
-    x: Tensor | None,
-    decay: Tensor | float,
-    grad_s: Tensor | None,
-    grad_h: Tensor | None,
-    spec: NeuronSpec,
-    need_k: bool,
+    h: Tensor, x: Tensor | None, k: float, grad_s: Tensor | None, grad_h: Tensor | None,
+    spec: NeuronSpec, need_k: bool, step: Callable,
 ) -> tuple[Tensor, Tensor | None]:
-    """Hand-written BPTT of :func:`_forward_loop`, from the saved membranes ``h`` [T, N].
+    """BPTT of :func:`_forward_loop` from the saved membranes ``h`` [T, N].
 
-    ``x`` [T, N] is only needed (else ``None``) for snntorch hard reset without
-    ``detach_reset`` and for the decay gradient of the spikingjelly form with ``decay_input``.
-    ``grad_s`` / ``grad_h`` [T, N] are the gradients of the spike / membrane outputs (``None``:
-    that output was unused). Returns ``(grad_x [T, N], grad_decay [] or None)``.
+    ``grad_s`` / ``grad_h`` [T, N] (any strides) are the gradients of the spike / membrane
+    outputs (None: unused). Returns ``(grad_x [T, N], grad_k [] or None)``.
     """
     steps = h.shape[0]
-    thr = spec.v_threshold
-    hard = spec.v_reset is not None
-    vr = spec.v_reset if hard else 0.0
-    h_init, s_init = _initial_state(spec, h[0])
-    carry_h: Tensor | None = None  # dL/dh_t through step t + 1 (via h_t)
-    carry_s: Tensor | None = None  # dL/ds_t through step t + 1 (via the reset)
-    grads_x: list[Tensor] = []
-    grad_k: Tensor | None = None
+    a, b = _coefficients(spec, k)
+    grad_x = torch.empty_like(h)
+    bufs = (torch.empty_like(h[0]), torch.empty_like(h[0]))
+    in_place = b == 1.0 and spec.form != "snntorch"  # then d_t is dL/dx_t: write it there
+    d_bufs = None if in_place else (torch.empty_like(h[0]), torch.empty_like(h[0]))
+    acc = torch.zeros_like(h[0]) if need_k else None
     for t in reversed(range(steps)):
-        h_t = h[t]
-        h_prev, s_prev = (h[t - 1], _spike(spec, h[t - 1])) if t > 0 else (h_init, s_init)
-        g_s = _add(carry_s, None if grad_s is None else grad_s[t])
-        g_h = _add(carry_h, None if grad_h is None else grad_h[t])
-        d_h = _add(g_h, None if g_s is None else g_s * spec.surrogate.grad(h_t - thr))
-        if d_h is None:  # no gradient reaches this step or any earlier one through it
-            d_h = torch.zeros_like(h_t)
-        if spec.form == "snntorch":
-            d_u = d_h * (1 - s_prev) if hard else d_h  # u = beta h_{t-1} + x_t
-            grads_x.append(d_u)
-            carry_h = d_u * decay
-            if need_k:
-                grad_k = _add(grad_k, d_u * h_prev)
-            if spec.detach_reset:
-                carry_s = None
-            elif hard:
-                carry_s = d_h * (vr - (decay * h_prev + x[t]))
-            else:
-                carry_s = -thr * d_h
-            continue
-        v = _reset(spec, h_prev, s_prev) if need_k else None
-        if spec.form == "spikingjelly":
-            d_v = d_h * (1 - decay)
-            grads_x.append(d_h * decay if spec.decay_input else d_h)
-            if need_k:
-                dk = x[t] - (v - vr) if spec.decay_input else vr - v
-                grad_k = _add(grad_k, d_h * dk)
-        elif spec.form == "fsvae":
-            d_v = d_h * decay
-            grads_x.append(d_h)
-            if need_k:
-                grad_k = _add(grad_k, d_h * v)
-        else:  # if
-            d_v = d_h
-            grads_x.append(d_h)
-        carry_h = d_v * (1 - s_prev) if hard else d_v
-        if spec.detach_reset:
-            carry_s = None
+        first, last = t == 0, t == steps - 1
+        if in_place:
+            d_out, d_next = grad_x[t], (None if last else grad_x[t + 1])
         else:
-            carry_s = d_v * (vr - h_prev) if hard else -thr * d_v
-    grads_x.reverse()
-    return torch.stack(grads_x), None if grad_k is None else grad_k.sum()
-
-
-def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
-    """``a + b`` where ``None`` stands for a zero gradient."""
-    if a is None:
-        return b
-    return a if b is None else a + b
+            d_out, d_next = d_bufs[t % 2], d_bufs[(t + 1) % 2]
+        step(
+            spec, a, b, k, first, last, h[t], None if first else h[t - 1],
+            None if x is None else x[t], None if x is None or last else x[t + 1],
+            None if grad_s is None else grad_s[t], None if grad_h is None else grad_h[t],
+            d_next, None if last else grad_x[t + 1], d_out, grad_x[t], acc, bufs,
+        )
+    return grad_x, None if acc is None else acc.sum()
 
 
 # --------------------------------------------------------------------------- compilation
 
 
-def _compile_requested(compile: bool | None) -> bool:
-    """Resolve ``compile`` (``None``: read ``SNNGEN_COMPILE``; unset or ``auto`` means on)."""
-    if compile is not None:
-        return bool(compile)
-    value = os.environ.get(COMPILE_ENV, "auto").strip().lower()
-    if value in ("0", "false", "off", "no"):
+def _resolve_compile(compile: bool | str | None, device: torch.device) -> tuple[bool, bool]:
+    """Return ``(compile, explicit)`` from the argument or ``SNNGEN_COMPILE`` (see module doc)."""
+    value: bool | str | None = compile
+    if value is None:
+        value = os.environ.get(COMPILE_ENV, "auto")
+    if isinstance(value, str):
+        key = value.strip().lower()
+        if key in ("0", "false", "off", "no"):
+            value = False
+        elif key in ("1", "true", "on", "yes"):
+            value = True
+        elif key in ("auto", ""):
+            return device.type == "cuda" and _has_triton(), False
+        else:
+            raise ValueError(
+                f"compile / {COMPILE_ENV} must be auto, 1 (true) or 0 (false), got {value!r}"
+            )
+    return bool(value), True
+
+
+@functools.lru_cache(maxsize=1)
+def _has_triton() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
         return False
-    if value in ("1", "true", "on", "yes", "auto", ""):
-        return True
-    raise ValueError(f"{COMPILE_ENV} must be 0, 1 or auto, got {value!r}")
+    return True
 
 
-_LOOPS: dict[tuple, Callable | None] = {}  # compiled loops; None marks a key that failed
+_COMPILED: dict[tuple, Callable | None] = {}  # per (direction, spec, dtype, device); None: failed
 
 
-def _bind(fn: Callable, **static) -> Callable:
-    """Return ``fn`` with keyword arguments ``static`` bound, under a code object of its own.
+def _compiled_step(key: tuple, fn: Callable) -> Callable | None:
+    """A torch.compile'd ``fn`` (dynamic shapes), built lazily and cached under ``key``.
 
-    torch.compile caches graphs per code object and stops recompiling after a few variants;
-    giving every (spec, dtype, device, T) key a fresh code object keeps each key's graph cached.
+    Every key compiles a copy of ``fn`` with a code object of its own: torch.compile caches
+    graphs per code object and stops recompiling after a few variants, so sharing one code
+    object between many neuron specs would exhaust that limit.
     """
-
-    def bound(*args):
-        return fn(*args, **static)
-
-    code = bound.__code__.replace()
-    return types.FunctionType(code, bound.__globals__, fn.__name__, None, bound.__closure__)
+    if key not in _COMPILED:
+        copy = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__)
+        _COMPILED[key] = torch.compile(copy, dynamic=True)
+    return _COMPILED[key]
 
 
-def _run_loop(key: tuple, fn: Callable, args: tuple, static: dict, use_compile: bool):
-    """Call ``fn(*args, **static)``, through a cached compiled version when ``use_compile``."""
-    if use_compile and not torch.compiler.is_compiling():
-        if key not in _LOOPS:
-            _LOOPS[key] = torch.compile(_bind(fn, **static), dynamic=False, fullgraph=True)
-        compiled = _LOOPS[key]
+def _run(
+    direction: str, loop: Callable, step: Callable, args: tuple, spec: NeuronSpec,
+    ref: Tensor, use_compile: tuple[bool, bool],
+):
+    """Run ``loop(*args, step)`` with ``step`` compiled when asked and possible."""
+    wanted, explicit = use_compile
+    if wanted and not torch.compiler.is_compiling():
+        key = (direction, spec, ref.dtype, ref.device)
+        compiled = _compiled_step(key, step)
         if compiled is not None:
             try:
-                return compiled(*args)
-            except Exception as err:  # compiler missing or unsupported: run eagerly from now on
-                _LOOPS[key] = None
-                warnings.warn(
-                    f"snngen: torch.compile of the fused LIF loop failed ({type(err).__name__}: "
-                    f"{err}); using the eager loop. Set {COMPILE_ENV}=0 to skip compiling.",
-                    RuntimeWarning,
-                    stacklevel=3,
+                return loop(*args, compiled)
+            except Exception as err:  # no compiler / unsupported platform: eager from now on
+                _COMPILED[key] = None
+                message = (
+                    f"snngen: torch.compile of the fused LIF {direction} step failed "
+                    f"({type(err).__name__}: {err}); using the eager loop. "
+                    f"Set {COMPILE_ENV}=0 to skip compiling."
                 )
-    return fn(*args, **static)
+                if explicit:
+                    warnings.warn(message, RuntimeWarning, stacklevel=4)
+                else:
+                    _log.info(message)
+    return loop(*args, step)
 
 
 # --------------------------------------------------------------------------- autograd
-
-
-def _needs_x(spec: NeuronSpec, need_k: bool) -> bool:
-    """Whether the backward needs the input ``x`` (see :func:`_backward_loop`)."""
-    if spec.form == "snntorch":
-        return spec.v_reset is not None and not spec.detach_reset
-    return need_k and spec.form == "spikingjelly" and spec.decay_input
 
 
 class _FusedLIF(torch.autograd.Function):
     """The whole ``[T, N]`` sequence as one autograd node; saves ``h`` (and ``x`` if needed)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, decay: Tensor | float, spec: NeuronSpec, use_compile: bool):  # type: ignore[override]
-        compiled = use_compile and x.shape[0] <= MAX_COMPILED_STEPS
-        k = _as_tensor(decay, x) if compiled else decay
-        key = ("fwd", spec, x.dtype, x.device, x.shape[0], isinstance(k, Tensor))
-        spikes, h = _run_loop(key, _forward_loop, (x, k), {"spec": spec}, compiled)
-        need_k = isinstance(decay, Tensor) and ctx.needs_input_grad[1]
-        x_saved = x if _needs_x(spec, need_k) else None
-        ctx.save_for_backward(h, x_saved, decay if isinstance(decay, Tensor) else None)
-        ctx.decay = None if isinstance(decay, Tensor) else decay
-        ctx.spec, ctx.need_k, ctx.compiled = spec, need_k, compiled
+    def forward(ctx, x: Tensor, decay: Tensor | float, spec: NeuronSpec, use_compile):  # type: ignore[override]
+        k = decay.detach() if isinstance(decay, Tensor) else decay
+        spikes, h = _run("forward", _forward_loop, _forward_step, (x, k, spec), spec, x,
+                         use_compile)
+        need_x, need_k = ctx.needs_input_grad[0], isinstance(decay, Tensor) and (
+            ctx.needs_input_grad[1]
+        )
+        ctx.spec, ctx.need_k, ctx.use_compile = spec, need_k, use_compile
+        ctx.k = float(k) if need_x or need_k else 0.0
+        ctx.k_dtype = decay.dtype if need_k else None
         ctx.set_materialize_grads(False)
+        if need_x or need_k:
+            ctx.save_for_backward(h, x if _needs_x(spec, need_k) else None)
         return spikes, h
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_s: Tensor | None, grad_h: Tensor | None):  # type: ignore[override]
-        h, x, decay_t = ctx.saved_tensors
         if grad_s is None and grad_h is None:
             return None, None, None, None
-        decay = ctx.decay if decay_t is None else decay_t
-        k = _as_tensor(decay, h) if ctx.compiled else decay
-        spec, need_k = ctx.spec, ctx.need_k
-        key = ("bwd", spec, h.dtype, h.device, h.shape[0], isinstance(k, Tensor), need_k)
-        key += (grad_s is None, grad_h is None, x is None)
-        args = (h, x, k, _contig(grad_s), _contig(grad_h))
-        static = {"spec": spec, "need_k": need_k}
-        grad_x, grad_k = _run_loop(key, _backward_loop, args, static, ctx.compiled)
+        h, x = ctx.saved_tensors
+        args = (h, x, ctx.k, grad_s, grad_h, ctx.spec, ctx.need_k)
+        grad_x, grad_k = _run("backward", _backward_loop, _backward_step, args, ctx.spec, h,
+                              ctx.use_compile)
         if grad_k is not None:
-            grad_k = grad_k.to(decay_t.dtype)
+            grad_k = grad_k.reshape(()).to(ctx.k_dtype)
         return (grad_x if ctx.needs_input_grad[0] else None), grad_k, None, None
 
 
-def _as_tensor(decay: Tensor | float, x: Tensor) -> Tensor:
-    """``decay`` as a 0-dim tensor in the dtype the eager ops compute ``x * decay`` in."""
-    dtype = torch.promote_types(x.dtype, torch.float32)
-    return torch.as_tensor(decay, dtype=dtype, device=x.device).detach()
-
-
-def _contig(g: Tensor | None) -> Tensor | None:
-    """A contiguous gradient (autograd may hand over expanded zero-stride tensors)."""
-    return None if g is None else g.contiguous()
-
-
 def lif_fused(
-    x: Tensor, decay: Tensor | float, spec: NeuronSpec, *, compile: bool | None = None
+    x: Tensor, decay: Tensor | float, spec: NeuronSpec, *, compile: bool | str | None = None
 ) -> tuple[Tensor, Tensor]:
-    """Fused multi-step LIF: same contract and spikes as :func:`lif_reference`.
+    """Fused multi-step LIF: same contract, spikes and membranes as :func:`lif_reference`.
 
     ``x`` [T, B, ...]; ``decay`` a float or a 0-dim tensor (learnable: its gradient is
-    returned). ``compile``: ``True`` / ``False`` force the compiled / eager loops, ``None``
-    follows ``SNNGEN_COMPILE`` (see the module docstring). Returns ``(spikes, membrane)``,
-    both shaped like ``x``.
+    returned). ``compile``: ``"auto"`` / ``True`` / ``False``, or ``None`` to read
+    ``SNNGEN_COMPILE`` (see the module docstring). Returns ``(spikes, membrane)``, both shaped
+    like ``x``.
     """
     check_multistep_input(x)
-    if isinstance(decay, Tensor) and decay.dim() != 0:
-        raise ValueError(f"expected decay as a float or a 0-dim tensor, got shape {decay.shape}")
-    flat = x.reshape(x.shape[0], -1)
-    if not flat.is_contiguous():
-        flat = flat.contiguous()
-    spikes, h = _FusedLIF.apply(flat, decay, spec, _compile_requested(compile))
+    _check_decay(decay)
+    flat = x.reshape(x.shape[0], -1).contiguous()
+    use_compile = _resolve_compile(compile, x.device)
+    spikes, h = _FusedLIF.apply(flat, decay, spec, use_compile)
     return spikes.view(x.shape), h.view(x.shape)

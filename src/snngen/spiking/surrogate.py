@@ -30,6 +30,15 @@ class Surrogate:
         """Return the smooth function whose derivative is ``grad`` (for tests and plots)."""
         raise NotImplementedError
 
+    def grad_(self, x: Tensor, scale: float = 1.0) -> Tensor:
+        """Overwrite ``x`` with ``scale * grad(x)`` using in-place ops; returns ``x``.
+
+        The fused kernel calls this on a scratch buffer once per time step, so subclasses
+        override it with the fewest in-place passes they can (folding ``scale`` into their
+        constants); it must agree with ``grad`` to rounding (tested).
+        """
+        return x.copy_(self.grad(x)).mul_(scale)
+
     def __call__(self, x: Tensor) -> Tensor:
         """Spike ``H(x)`` with this surrogate's gradient; returns a tensor shaped like ``x``."""
         return _Heaviside.apply(x, self)
@@ -48,6 +57,13 @@ class ATan(Surrogate):
     def smooth(self, x: Tensor) -> Tensor:
         return torch.atan(math.pi / 2 * self.alpha * x) / math.pi + 0.5
 
+    def grad_(self, x: Tensor, scale: float = 1.0) -> Tensor:
+        if scale == 0.0:
+            return x.zero_()
+        # scale * (alpha/2) / (1 + (c x)^2) = 1 / (q + q c^2 x^2) with q = 2 / (alpha scale)
+        c, q = math.pi / 2 * self.alpha, 2.0 / (self.alpha * scale)
+        return torch.addcmul(_const(q, x), x, x, value=q * c * c, out=x).reciprocal_()
+
 
 @dataclass(frozen=True)
 class Sigmoid(Surrogate):
@@ -62,6 +78,10 @@ class Sigmoid(Surrogate):
 
     def smooth(self, x: Tensor) -> Tensor:
         return torch.sigmoid(self.alpha * x)
+
+    def grad_(self, x: Tensor, scale: float = 1.0) -> Tensor:
+        s = x.mul_(self.alpha).sigmoid_()
+        return s.addcmul_(s, s, value=-1.0).mul_(self.alpha * scale)  # alpha (s - s^2)
 
 
 @dataclass(frozen=True)
@@ -82,6 +102,11 @@ class Rectangular(Surrogate):
 
     def smooth(self, x: Tensor) -> Tensor:
         return torch.clamp((x + self.offset) / self.width + 0.5, 0.0, 1.0)
+
+    def grad_(self, x: Tensor, scale: float = 1.0) -> Tensor:
+        if self.offset:
+            x.add_(self.offset)
+        return torch.lt(x.abs_(), self.width / 2, out=x).mul_(scale / self.width)
 
 
 @dataclass(frozen=True)
@@ -104,6 +129,12 @@ class Triangle(Surrogate):
         right = 1 - (w - xc) ** 2 / (2 * w * w)
         return torch.where(xc < 0, left, right)
 
+    def grad_(self, x: Tensor, scale: float = 1.0) -> Tensor:
+        w = self.width
+        top = _const(scale / w, x)  # scale (1 - |x|/w) / w = scale/w - (scale/w^2) |x|
+        g = torch.add(top, x.abs_(), alpha=-scale / (w * w), out=x)
+        return g.clamp_(min=0.0) if scale >= 0 else g.clamp_(max=0.0)
+
 
 @dataclass(frozen=True)
 class FastSigmoid(Surrogate):
@@ -120,6 +151,15 @@ class FastSigmoid(Surrogate):
 
     def smooth(self, x: Tensor) -> Tensor:
         return x / (1.0 + self.slope * x.abs())
+
+    def grad_(self, x: Tensor, scale: float = 1.0) -> Tensor:
+        g = x.abs_().mul_(self.slope).add_(1.0).square_().reciprocal_()
+        return g if scale == 1.0 else g.mul_(scale)
+
+
+def _const(value: float, like: Tensor) -> Tensor:
+    """A 0-dim tensor holding ``value`` in ``like``'s dtype and device (broadcasts in ops)."""
+    return torch.tensor(value, dtype=like.dtype, device=like.device)
 
 
 class _Heaviside(torch.autograd.Function):

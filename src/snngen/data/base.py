@@ -1,0 +1,143 @@
+"""Pieces every dataset shares: the error type, the data root, split checks, size fitting and
+an in-memory dataset of decoded images.
+
+Static items are ``(x, label)`` with ``x`` float32 ``[C, H, W]`` in [0, 1]; event items are
+``(x, label)`` with ``x`` float32 ``[T, 2, H, W]`` event counts (see :mod:`snngen.data.events`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from snngen.errors import SnngenError
+
+#: environment variable naming the data root used when ``root=None``
+DATA_ENV = "SNNGEN_DATA"
+SPLITS = ("train", "test")
+
+
+class DataError(SnngenError):
+    """A dataset cannot be opened: unknown name or option, files missing, truncated or corrupt.
+
+    The message names the dataset or the file and says what would be right.
+    """
+
+
+def default_root() -> Path:
+    """Return the data root used when none is given: ``$SNNGEN_DATA`` if set, else ``./data``."""
+    env = os.environ.get(DATA_ENV)
+    return Path(env).expanduser() if env else Path("data")
+
+
+def resolve_root(root: str | os.PathLike | None) -> Path:
+    """Return ``root`` (or :func:`default_root`) as an absolute path (for clear messages)."""
+    path = Path(root).expanduser() if root is not None else default_root()
+    return path.absolute()
+
+
+def check_split(split: str) -> str:
+    """Return ``split`` if it is ``"train"`` or ``"test"``; :class:`DataError` otherwise."""
+    if split not in SPLITS:
+        raise DataError(f"split={split!r} is not a split; choose 'train' or 'test'")
+    return split
+
+
+def check_size(image_size: int | None, what: str = "image_size") -> int | None:
+    """Return ``image_size`` if it is ``None`` or a positive int; :class:`DataError` otherwise."""
+    if image_size is None:
+        return None
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise DataError(f"{what}={image_size!r} must be a positive integer or null")
+    return image_size
+
+
+def first_folder(candidates: Iterable[Path], needed: Sequence[str]) -> Path | None:
+    """Return the first folder of ``candidates`` in which every name of ``needed`` exists."""
+    for folder in candidates:
+        if all((folder / name).exists() for name in needed):
+            return folder
+    return None
+
+
+def searched(folders: Iterable[Path]) -> str:
+    """The folders searched, for error messages: ``'/a', '/b'``."""
+    return ", ".join(f"'{f}'" for f in folders)
+
+
+def natural_key(text: str) -> list:
+    """Sort key that orders ``img2`` before ``img10`` (digit runs compare as numbers)."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text)]
+
+
+def resize(x: Tensor, size: int) -> Tensor:
+    """Resize ``[..., C, H, W]`` to ``size x size`` (bilinear, antialiased when shrinking).
+
+    Returns a float tensor with the same leading dimensions. Values are not clamped (event
+    counts are not bounded); images in [0, 1] stay in [0, 1] up to rounding, so callers clamp.
+    """
+    if x.shape[-2:] == (size, size):
+        return x
+    lead = x.shape[:-3]
+    flat = x.reshape(-1, *x.shape[-3:]).float()
+    out = F.interpolate(flat, size=(size, size), mode="bilinear", align_corners=False,
+                        antialias=size < max(x.shape[-2:]))
+    return out.reshape(*lead, *out.shape[-3:])
+
+
+def fit_image(x: Tensor, image_size: int | None, fit: str = "pad") -> Tensor:
+    """Bring an image ``[C, H, W]`` in [0, 1] to ``image_size x image_size``.
+
+    ``fit="pad"``: a 28x28 image asked for at 32 is zero-padded by 2 pixels on every side (the
+    usual MNIST-32 practice, the digit keeps its pixels); every other change of size is a
+    bilinear resize. ``fit="resize"``: always resize. ``None`` keeps the stored size.
+    """
+    if image_size is None or x.shape[-2:] == (image_size, image_size):
+        return x
+    h, w = x.shape[-2:]
+    if fit == "pad" and (h, w) == (28, 28) and image_size == 32:
+        return F.pad(x, (2, 2, 2, 2))
+    return resize(x, image_size).clamp(0.0, 1.0)
+
+
+def check_fit(fit: str) -> str:
+    if fit not in ("pad", "resize"):
+        raise DataError(f"fit={fit!r} is not known; choose 'pad' (28 -> 32 by padding) or 'resize'")
+    return fit
+
+
+class ArrayDataset(Dataset):
+    """Decoded images held in memory as uint8 ``[N, C, H, W]`` with int labels ``[N]``.
+
+    ``__getitem__`` returns ``(x, label)``: ``x`` float32 ``[C, S, S]`` in [0, 1] (``S`` the
+    requested ``image_size``, or the stored size when ``None``; see :func:`fit_image`).
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, image_size: int | None = None,
+                 fit: str = "pad", name: str = "") -> None:
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} "
+                             f"{tuple(images.shape)}")
+        if labels.shape != images.shape[:1]:
+            raise ValueError(f"{len(labels)} labels for {len(images)} images")
+        self.images, self.labels = images, labels.long()
+        self.image_size, self.fit, self.name = image_size, check_fit(fit), name
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        x = self.images[index].float().div_(255.0)
+        return fit_image(x, self.image_size, self.fit), int(self.labels[index])
+
+    def __repr__(self) -> str:
+        c, h, w = self.images.shape[1:]
+        size = self.image_size or h
+        return f"ArrayDataset({self.name!r}, n={len(self)}, item=[{c}, {size}, {size}])"

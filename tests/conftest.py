@@ -16,3 +16,12 @@ def tiny_data():
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(64, 1, 8, 8, generator=gen)
     return TensorDataset(x, torch.zeros(64, dtype=torch.long)), DataInfo(channels=1, image_size=8)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tests use tiny tensors: one intra-op thread is faster, and immune to a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

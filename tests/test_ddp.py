@@ -11,7 +11,7 @@ WORKER = Path(__file__).parent / "ddp_worker.py"
 
 
 def train(run_dir: Path, devices: int, batch: int, steps: int = 5) -> dict:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     for k in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     proc = subprocess.run(

@@ -8,6 +8,7 @@ writing nothing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -76,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--steps", type=positive_int, default=None, help="sampler steps (diffusion)")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (priors)")
+    p.add_argument("--top-k", type=positive_int, default=None, help="top-k sampling (priors)")
+    p.add_argument(
+        "--threshold-scale",
+        type=float,
+        default=None,
+        help="threshold-guided sampling: scale every neuron threshold (spiking diffusion)",
+    )
 
     p = sub.add_parser(
         "eval", help="evaluate a trained run", epilog=EPILOG_EVAL, formatter_class=fmt
@@ -91,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="JSON file (default RUN/metrics.json)")
+    p.add_argument(
+        "--solver", default=None, help="diffusion sampler: ddpm|ddim|analytic-dpm|dpm-solver"
+    )
+    p.add_argument("--steps", type=positive_int, default=None, help="sampler steps (diffusion)")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (priors)")
 
     p = sub.add_parser(
         "info",
@@ -145,7 +158,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         save_config(cfg, run_dir / CONFIG_FILE)
         os.environ["SNNGEN_RUN_DIR"] = str(run_dir)  # DDP children started by Lightning reuse it
     fixed = _fixed_batch(test_set)
+    if args.resume and getattr(cfg.model, "init_from", None):  # the checkpoint has the weights
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_from=None))
     lit = fit(cfg, run_dir, train_set, info, fixed_batch=fixed, resume=bool(args.resume))
+    inheritance = getattr(lit.model, "inheritance", None)
+    if inheritance is not None and lit.trainer.is_global_zero:
+        print(f"weights from {lit.cfg.model.init_from}: {inheritance.summary()}")
     if not lit.trainer.is_global_zero:
         return 0
     from snngen.evaluation import finish_run
@@ -173,7 +191,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     kwargs = sample_kwargs(
-        run.model, solver=args.solver, steps=args.steps, temperature=args.temperature
+        run.model,
+        solver=args.solver,
+        steps=args.steps,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        threshold_scale=args.threshold_scale,
     )
     gen = torch.Generator().manual_seed(args.seed)
     samples = run.model.sample(args.n, generator=gen, **kwargs)
@@ -184,7 +207,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from snngen.evaluation import evaluate_model, write_metrics
+    from snngen.evaluation import evaluate_model, sample_kwargs, write_metrics
     from snngen.runs import load_run, open_datasets
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
@@ -194,8 +217,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise SnngenError(f"--metrics: unknown {bad or metrics}; choose from {sorted(known)}")
     run = load_run(args.run)
     _, test_set = open_datasets(run.cfg)
+    kwargs = sample_kwargs(
+        run.model, solver=args.solver, steps=args.steps, temperature=args.temperature
+    )
     result = evaluate_model(
-        run.model, run.cfg, test_set, metrics, args.n, args.features, seed=args.seed
+        run.model, run.cfg, test_set, metrics, args.n, args.features, seed=args.seed, **kwargs
     )
     out = Path(args.out) if args.out else run.path / "metrics.json"
     write_metrics(result, out)

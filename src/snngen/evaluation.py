@@ -64,11 +64,20 @@ def test_batches(test_set: Dataset, n: int, batch_size: int):
 
 
 @torch.no_grad()
-def generate(model: GenerativeModel, n: int, batch_size: int, seed: int = 0, **kwargs) -> Tensor:
-    """Return ``n`` samples drawn in batches with a progress bar (seeded)."""
+def generate(
+    model: GenerativeModel,
+    n: int,
+    batch_size: int,
+    seed: int = 0,
+    progress: bool = True,
+    **kwargs,
+) -> Tensor:
+    """Return ``n`` samples (``[n, C, H, W]``, events ``[T, n, 2, H, W]``) drawn in batches
+    with one seeded generator; ``kwargs`` go to ``model.sample`` (solver, steps, ...)."""
     gen = torch.Generator().manual_seed(seed)
     chunks = []
-    for start in tqdm(range(0, n, batch_size), desc="sampling", unit="batch", leave=False):
+    batches = range(0, n, batch_size)
+    for start in tqdm(batches, desc="sampling", unit="batch", leave=False, disable=not progress):
         chunks.append(model.sample(min(batch_size, n - start), generator=gen, **kwargs).cpu())
     return torch.cat(chunks, dim=1 if is_event_batch(chunks[0]) else 0)
 
@@ -76,12 +85,14 @@ def generate(model: GenerativeModel, n: int, batch_size: int, seed: int = 0, **k
 @torch.no_grad()
 def reconstruction_mse(model: GenerativeModel, test_set: Dataset, n: int, batch_size: int) -> dict:
     """Return ``{"value", "n"}``: mean squared error of reconstructions of ``n`` test items."""
-    total, count = 0.0, 0
-    for x in test_batches(test_set, n, batch_size):
-        recon = model.reconstruct(x)
-        total += torch.sum((recon.float() - x.float()) ** 2).item()
-        count += x.numel()
-    return {"value": total / count, "n": min(n, len(test_set))}
+    from snngen.metrics import reconstruction_mse as mse
+
+    pairs = [(model.reconstruct(x).cpu(), x) for x in test_batches(test_set, n, batch_size)]
+    events = is_event_batch(pairs[0][1])
+    dim = 1 if events else 0
+    recon = torch.cat([r for r, _ in pairs], dim=dim)
+    target = torch.cat([x for _, x in pairs], dim=dim)
+    return {"value": mse(recon, target, batch_dim=dim).value, "n": recon.shape[dim]}
 
 
 def evaluate_model(
@@ -93,8 +104,11 @@ def evaluate_model(
     features: str = "classifier",
     seed: int = 0,
     batch_size: int | None = None,
+    **sample_options,
 ) -> dict:
     """Return a JSON-ready dict of the requested metrics of ``model`` against ``test_set``.
+
+    ``sample_options`` (solver, steps, temperature, ...) are passed to ``model.sample``.
 
     ``mse``: reconstruction error of ``n`` test items (images in [0, 1]); ``fid``, ``kid``,
     ``is``, ``pr``: ``n`` samples against ``n`` test images on the chosen feature network.
@@ -111,7 +125,9 @@ def evaluate_model(
         from snngen.metrics import evaluate as evaluate_samples
         from snngen.metrics import feature_network
 
-        fake = _as_images(generate(model, n, bs, seed=seed))
+        fake = _as_images(generate(model, n, bs, seed=seed, **sample_options))
+        if sample_options:
+            out["sample_options"] = dict(sample_options)
         real = torch.cat([_as_images(x) for x in test_batches(test_set, n, bs)])
         net = feature_network(features, dataset=cfg.data.name, root=cfg.data.root,
                               channels=real.shape[1])

@@ -7,6 +7,7 @@ A run folder holds ``config.yaml`` (the resolved config), ``checkpoints/last.ckp
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +102,10 @@ def load_run(
             f"config names model {cfg.model.name!r}"
         )
     info = DataInfo(**meta["data_info"])
-    model = build_model(cfg.model, info)
+    model_cfg = cfg.model
+    if getattr(model_cfg, "init_from", None):  # the checkpoint holds the weights: inherit nothing
+        model_cfg = dataclasses.replace(model_cfg, init_from=None)
+    model = build_model(model_cfg, info)
     state = ckpt["state_dict"]
     prefix = "ema.model." if ema and any(k.startswith("ema.model.") for k in state) else "model."
     weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}

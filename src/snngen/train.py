@@ -324,6 +324,27 @@ class GridCallback(L.Callback):
         model.train(was_training)
 
 
+class StepProgressBar(L.pytorch.callbacks.TQDMProgressBar):
+    """A progress bar over optimiser steps (``k / total``, resumed runs start at ``k``) rather
+    than Lightning's per-epoch bar, which cannot know the length of snngen's endless loader."""
+
+    def on_train_epoch_start(self, trainer, pl_module, *_) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        bar = self.train_progress_bar
+        bar.reset(total=pl_module.max_batches)
+        bar.initial = pl_module.batches_seen
+        bar.n = pl_module.batches_seen
+        bar.set_description("train step")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        bar = self.train_progress_bar
+        if bar is not None and not bar.disable:
+            bar.n = pl_module.batches_seen
+            if batch_idx % self.refresh_rate == 0 or pl_module.batches_seen >= pl_module.max_batches:
+                bar.set_postfix(self.get_metrics(trainer, pl_module))
+                bar.refresh()
+
+
 # ----------------------------------------------------------------------------- fit
 
 
@@ -384,6 +405,8 @@ def fit(
     spe = steps_per_epoch(len(train_set), cfg.data.batch_size, world)
     lit.max_batches = total_steps(cfg, len(train_set), world)
     callbacks: list[L.Callback] = [AtomicCheckpoint(run_dir, cfg.trainer.ckpt_every_n_steps)]
+    if cfg.trainer.progress_bar:
+        callbacks.append(StepProgressBar())
     if fixed_batch is not None and cfg.trainer.grids_every_epoch:
         callbacks.append(GridCallback(run_dir, fixed_batch, spe))
     trainer = make_trainer(cfg, run_dir, callbacks)

@@ -63,14 +63,15 @@ def save_comparison(originals: Tensor, recons: Tensor, path: str | Path, n: int 
 
 
 def events_to_rgb(frames: Tensor) -> Tensor:
-    """Colour event frames ``[..., 2, H, W]`` (ON, OFF counts) as RGB ``[..., 3, H, W]`` in [0, 1].
+    """Colour event frames ``[..., 2, H, W]`` as RGB ``[..., 3, H, W]`` in [0, 1].
 
+    Channel 0 holds OFF and channel 1 ON counts (tonic's order, as :mod:`snngen.data` bins them).
     ON events are red, OFF events green, on a black background; counts are normalised by the
     largest count in the tensor.
     """
     frames = frames.detach().float().cpu().clamp(min=0)
     peak = frames.max().clamp(min=1e-8)
-    on, off = frames[..., 0, :, :] / peak, frames[..., 1, :, :] / peak
+    off, on = frames[..., 0, :, :] / peak, frames[..., 1, :, :] / peak
     return torch.stack([on, off, torch.zeros_like(on)], dim=-3)
 
 

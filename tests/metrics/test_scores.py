@@ -126,10 +126,11 @@ def test_kid_is_about_zero_for_one_distribution_and_positive_for_two():
                subsets=10, subset_size=200)
     shifted = kid(gaussian(1000, [0.5] * 8, eye, 6), gaussian(1000, [0.0] * 8, eye, 7),
                   subsets=10, subset_size=200)
-    # the estimator is unbiased: the same-distribution mean is within sampling error of 0
-    assert abs(same.value) < 3 * same.std / math.sqrt(10)
-    assert shifted.value > 10 * shifted.std / math.sqrt(10)
-    assert shifted.value > 20 * abs(same.value)
+    # unbiased estimator: one distribution gives ~0 (within one subset's spread), two clearly
+    # different ones a value many spreads above 0
+    assert abs(same.value) < 2 * same.std
+    assert shifted.value > 5 * shifted.std
+    assert abs(same.value) < 0.05 * shifted.value
 
 
 def test_kid_caps_the_subset_size_and_is_seeded():

@@ -330,7 +330,7 @@ def test_short_training_run_reduces_reconstruction_error(tmp_path):
         "model": {"name": "fsvae", **TINY, "num_steps": 4},
         "data": {"batch_size": 16},
         "optim": {"name": "adamw", "lr": 1e-2, "weight_decay": 1e-3},
-        "trainer": {"max_steps": 20, "accelerator": "cpu", "progress_bar": False, "seed": 0,
+        "trainer": {"max_steps": 40, "accelerator": "cpu", "progress_bar": False, "seed": 0,
                     "ckpt_every_n_steps": 1000},
     }
     cfg = build_run_config(raw)

@@ -291,6 +291,25 @@ def test_diffusion_model_loss_and_samples():
     assert all(act.threshold_scale == 1.0 for act in model.unet.activations().values())
 
 
+def test_analytic_gamma_is_estimated_once_and_used_by_sample():
+    from snngen.diffusion import discrete_timesteps, estimate_gamma
+
+    info = DataInfo(channels=1, image_size=8)
+    model = build_model(SDDPMConfig(ch=8, ch_mult=[1, 2], num_res_blocks=1, diffusion_steps=40),
+                        info)  # fmt: skip
+    model.loss(torch.rand(5, 1, 8, 8))  # remembers 5 training images
+    gamma = model.analytic_gamma(4)
+    assert model.training  # the mode is restored
+    taus = discrete_timesteps(40, 4, "linspace")
+    assert torch.isfinite(gamma[taus]).all() and int(torch.isfinite(gamma).sum()) == 4
+    model.eval()
+    ref = estimate_gamma(model.unet, model.schedule, model.gamma_data[:5], timesteps=taus,
+                         batch_size=64, generator=torch.Generator().manual_seed(0))  # fmt: skip
+    torch.testing.assert_close(gamma, ref, equal_nan=True)
+    model.sample(2, solver="analytic-dpm", steps=4)
+    assert len(model._gamma_cache) == 1  # reused, not estimated again
+
+
 @pytest.mark.parametrize(
     "name",
     [

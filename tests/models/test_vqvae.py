@@ -251,6 +251,64 @@ def test_upsample_modes(mode):
     assert model.reconstruct(torch.rand(2, 3, 16, 16)).shape == (2, 3, 16, 16)
 
 
+def test_temporal_codebook_with_one_step_is_the_vanilla_codebook():
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(1, 2, 4, 3, 3, generator=g, dtype=torch.float64)
+    temporal, vanilla = TemporalCodebook(12, 4, 1).double(), VanillaCodebook(12, 4).double()
+    vanilla.embedding.weight.data.copy_(temporal.embedding.weight.data)
+    a, b = temporal(z), vanilla(z)
+    assert torch.equal(a.indices, b.indices[0])
+    torch.testing.assert_close(a.z_q, b.z_q)
+    torch.testing.assert_close(a.loss, b.loss)
+
+
+@pytest.mark.parametrize("codebook", ["temporal", "vanilla"])
+def test_loss_logs_codebook_usage_of_the_batch(codebook):
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(codebook=codebook, disc_weight=0.0), DataInfo(1, 16)).eval()
+    x = torch.rand(3, 1, 16, 16)
+    out = model.loss(x)
+    tokens = model.encode_tokens(x)
+    counts = torch.bincount(tokens.flatten(), minlength=16).double()
+    p = counts[counts > 0] / counts.sum()
+    assert math.isclose(float(out["perplexity"]), math.exp(-(p * p.log()).sum()), rel_tol=1e-6)
+    assert int(out["codes_used"]) == int((counts > 0).sum())
+    assert int(out["dead_codes"]) == 16 - int((counts > 0).sum())
+
+
+def test_event_normalisation_modes():
+    info = DataInfo(channels=2, image_size=16, events=True, time_bins=2)
+    x = torch.zeros(2, 3, 2, 16, 16)
+    x[0, 0, 0, 0, 0], x[1, 0, 1, 2, 2] = 4.0, 2.0  # sample 0: peak 4
+    x[1, 1, 0, 3, 3] = 7.0  # sample 1: peak 7; sample 2: blank
+    model = build_model(tiny_cfg(disc_weight=0.0), info).eval()  # default: sample_max
+    assert model.cfg.event_norm == "sample_max"
+    m = model.to_model_space(x)
+    assert m[0, 0, 0, 0, 0] == 1 and m[1, 0, 1, 2, 2] == 0 and m[1, 1, 0, 3, 3] == 1
+    assert (m[:, 2] == -1).all()  # a blank sample stays blank
+    assert model.event_scale(x).flatten().tolist() == [4.0, 7.0, 1.0]
+    rec = model.reconstruct(x)
+    assert rec.shape == x.shape
+    assert (rec.amax(dim=(0, 2, 3, 4)) <= torch.tensor([4.0, 7.0, 1.0])).all()
+    fixed = build_model(tiny_cfg(disc_weight=0.0, event_norm="fixed", event_max=2.0), info)
+    m = fixed.to_model_space(x)
+    assert m[0, 0, 0, 0, 0] == 1 and m[1, 0, 1, 2, 2] == 1 and m[0, 1, 0, 0, 0] == -1  # clipped
+    assert fixed.eval().reconstruct(x).max() <= 2.0
+
+
+def test_no_torchvision_import():
+    import inspect
+
+    import snngen.models.discriminator as disc
+    import snngen.models.vqvae as vq
+
+    for module in (disc, vq):
+        assert "import torchvision" not in inspect.getsource(module)
+        assert "from torchvision" not in inspect.getsource(module)
+    with pytest.raises(LPIPSWeightsMissing, match="no such file"):
+        load_lpips("/nonexistent/vgg16.pth", "/nonexistent/vgg.pth")
+
+
 def test_events_in_events_out():
     torch.manual_seed(0)
     info = DataInfo(channels=2, image_size=16, events=True, time_bins=2)

@@ -83,7 +83,7 @@ class AutoencoderNet(FeatureNet):
         dims = [32 * 2**i for i in range(levels)]
         self.top = dims[-1]
         self.encoder = nn.Sequential(
-            *(_block(a, b, False) for a, b in zip([in_channels, *dims], dims, strict=True)),
+            *(_block(a, b, False) for a, b in zip([in_channels, *dims[:-1]], dims, strict=True)),
             nn.Flatten(),
         )
         self.to_latent = nn.Linear(self.top * 4, latent_dim)

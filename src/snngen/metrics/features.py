@@ -140,16 +140,21 @@ def extract_features(
 
     ``images``: a tensor ``[N, C, H, W]`` in [0, 1] (or ``[N, ...]`` for a plain module), or an
     iterable of such batches (or of ``(batch, label)`` tuples, as a DataLoader gives). A
-    :class:`Features` is returned unchanged (precomputed features). ``net``: a
+    :class:`Features` of the same network is returned unchanged (precomputed). ``net``: a
     :class:`FeatureNet` or any module (wrapped in :class:`ModuleFeatures`). ``batch_size``:
     images per forward pass for tensor inputs (default: the net's ``batch_size``). Batches go
     to the net's device; the result is float32 on the CPU. ``progress``: tqdm bar on/off;
     ``None`` shows it for sets of more than ``PROGRESS_MIN_BATCHES`` batches.
     """
-    if isinstance(images, Features):
-        return images
     if not isinstance(net, FeatureNet):
         net = ModuleFeatures(net)
+    if isinstance(images, Features):
+        if images.name != net.name:
+            raise MetricsError(
+                f"precomputed features come from {images.name!r}, not from the network in use "
+                f"{net.name!r}; pass the images, or features of {net.name!r}"
+            )
+        return images
     batch_size = batch_size or net.batch_size
     total = _num_batches(images, batch_size)
     if progress is None:

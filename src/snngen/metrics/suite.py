@@ -55,7 +55,9 @@ def evaluate(
     """Compute sample metrics of generated images ``fake`` against real images ``real``.
 
     ``fake`` / ``real``: images ``[N, C, H, W]`` in [0, 1], an iterable of such batches (or of
-    ``(images, labels)``), or precomputed :class:`Features` of the chosen network.
+    ``(images, labels)``; re-iterable, e.g. a DataLoader, when ``"aefd"`` is asked with other
+    metrics: each network reads the set once), or precomputed :class:`Features` of the chosen
+    network.
     ``metrics``: any of ``"fid"``, ``"kid"``, ``"is"`` (no real set needed), ``"pr"``
     (precision and recall, k = ``pr_k``) and ``"aefd"`` (FSVAE's autoencoder Frechet distance,
     on ``autoencoder``: a feature-network name or an encoder module). ``features``: the network

@@ -155,7 +155,7 @@ def bernoulli_kl(q_bar: Tensor, p_bar: Tensor, eps: float = 1e-2) -> Tensor:
 
 
 def _randint(k: int, shape: tuple[int, ...], generator: torch.Generator | None, device) -> Tensor:
-    """``randint(0, k, shape)`` drawn from ``generator`` (on its own device), moved to ``device``."""
+    """``randint(0, k, shape)`` from ``generator`` (on its own device), moved to ``device``."""
     if generator is None:
         return torch.randint(k, shape, device=device)
     return torch.randint(k, shape, generator=generator, device=generator.device).to(device)
@@ -196,9 +196,13 @@ def eager_neurons(module: nn.Module) -> Iterator[None]:
 Factory = Callable[[int], nn.Module]
 
 
-def conv_encoder(in_channels: int, channels: list[int], norm: Factory, act: Factory) -> nn.Sequential:
-    """Per level: conv k3 s2 p1, ``norm(c)``, ``act(c)``. ``[T, B, C, H, W] -> [T, B, c_L, H/2^L,
-    W/2^L]``."""
+def conv_encoder(
+    in_channels: int, channels: list[int], norm: Factory, act: Factory
+) -> nn.Sequential:
+    """Per level: conv k3 s2 p1, ``norm(c)``, ``act(c)``.
+
+    ``[T, B, C, H, W] -> [T, B, c_L, H / 2^L, W / 2^L]`` with L levels.
+    """
     layers: list[nn.Module] = []
     cin = in_channels
     for c in channels:
@@ -276,7 +280,7 @@ class AutoregressiveBernoulli(nn.Module):
 
     Three blocks of linear, tdBN (alpha ``bn_alpha``), neuron: ``in -> 2C -> 4C -> kC`` with
     ``in = cond_dim + C`` and C the latent width. ``forward(inputs [T, B, in])`` returns the
-    outputs ``[T, B, C, k]`` (spikes), output ``t`` depending on inputs ``<= t`` only (in eval mode).
+    outputs ``[T, B, C, k]`` (spikes); in eval mode output ``t`` depends on inputs ``<= t`` only.
     """
 
     def __init__(
@@ -299,7 +303,7 @@ class AutoregressiveBernoulli(nn.Module):
         return h.unflatten(-1, (self.latent_dim, self.k))
 
     def stepper(self) -> _Stepper:
-        """A one-frame-at-a-time evaluator (incremental in eval mode, prefix re-runs in training)."""
+        """A one-frame-at-a-time evaluator: incremental in eval mode, prefix re-runs in training."""
         return _Stepper(self, incremental=not self.training)
 
     def posterior(
@@ -424,7 +428,7 @@ class FSVAE(GenerativeModel):
         return self.to_latent(h.flatten(2))
 
     def decode(self, z: Tensor) -> Tensor:
-        """Latent spikes ``[T, B, latent]`` -> images ``[B, C, H, W]`` in [-1, 1] (tanh read-out)."""
+        """Latent spikes ``[T, B, latent]`` -> images ``[B, C, H, W]`` in [-1, 1]."""
         h = self.from_latent(z).unflatten(2, (self.cfg.channels[-1], self.bottom, self.bottom))
         return torch.tanh(weighted_decode(self.decoder(h), self.cfg.readout_decay))
 

@@ -14,8 +14,8 @@ The recurrence, with state ``(h_{-1}, s_{-1}) = (v_r, 0)`` (``0`` for soft reset
   soft ``v = h - v_th s``;
 * charge ``h_t`` from ``v_t`` and ``x_t`` by form, with ``k`` the decay argument:
 
-  - ``spikingjelly`` with ``decay_input``: ``h = (x + v_r) k + (1 - k) v``
-    (= spikingjelly's ``v + (x - (v - v_r)) / tau`` with ``k = 1/tau``);
+  - ``spikingjelly`` with ``decay_input``: ``h = v + k (x + v_r - v)`` (``torch.lerp``;
+    spikingjelly's ``v + (x - (v - v_r)) / tau`` with ``k = 1/tau``);
   - ``spikingjelly`` without ``decay_input``: ``h = x + (1 - k) v + k v_r``
     (= ``v - (v - v_r) / tau + x``);
   - ``fsvae``: ``h = x + k v`` (FSVAE's ``u = 0.25 u (1 - o) + x``, ``k = beta = 0.25``);
@@ -153,9 +153,8 @@ def _charge(
     """Charge ``h_t`` from the post-reset state ``v`` and input ``x`` (all forms but snntorch)."""
     vr = spec.vr
     if spec.form == "spikingjelly":
-        if spec.decay_input:
-            d = torch.mul(x if vr == 0.0 else x + vr, k, out=out)
-            return _axpy(d, v, 1.0 - k, out)
+        if spec.decay_input:  # v + k (x + vr - v)
+            return torch.lerp(v, x if vr == 0.0 else x + vr, k, out=out)
         h = _axpy(x, v, 1.0 - k, out)
         return h if vr == 0.0 else torch.add(h, k * vr, out=out)
     if spec.form == "fsvae":
@@ -246,63 +245,71 @@ def _backward_step(
     gs_t: Tensor | None, gh_t: Tensor | None, d_next: Tensor | None, dx_next: Tensor | None,
     d_out: Tensor, dx_out: Tensor, grad_k: Tensor | None, bufs: tuple[Tensor, Tensor],
 ) -> None:
-    """One BPTT step: write ``d_t = dL/dh_t`` into ``d_out`` and ``dL/dx_t`` into ``dx_out``.
+    """One BPTT step: write ``dL/dx_t`` into ``dx_out`` (and ``b dL/dh_t`` into ``d_out``).
 
-    ``d_t = gh_t + sg_t (gs_t + c_{t+1}) + r_{t+1}`` where ``sg_t = dS/dh`` (the surrogate),
-    ``c_{t+1}`` is the gradient reaching ``s_t`` through the reset of step t + 1 and ``r_{t+1}``
-    the one reaching ``h_t`` through step t + 1's charge (both zero when ``last``).
-    ``d_next`` / ``dx_next`` are step t+1's ``dL/dh`` / ``dL/dx``; ``h_prev`` is ``h_{t-1}``
+    With ``d_t = dL/dh_t``: ``d_t = gh_t + sg_t (gs_t + c_{t+1}) + r_{t+1}``, ``sg_t`` the
+    surrogate derivative, ``c_{t+1}`` the gradient reaching ``s_t`` through step t + 1's reset and
+    ``r_{t+1}`` the one reaching ``h_t`` through step t + 1's charge (both zero when ``last``).
+    The loop carries ``D_t = b d_t`` (``b = dh/dx``, > 0), which for every form but snntorch
+    is ``dL/dx_t`` itself, so ``d_out`` is ``dx_out`` there; ``d_next`` / ``dx_next`` are step
+    t + 1's ``D`` / ``dL/dx``. For snntorch ``dL/dx_t = d_t (1 - s_{t-1})`` (hard reset) and
+    ``D`` is kept apart only when the reset derivative needs it. ``h_prev`` is ``h_{t-1}``
     (None when ``first``); ``x_t``, ``x_next`` the inputs where the derivative needs them;
-    ``grad_k`` [N] accumulates ``dL/dk`` per element when not None. ``d_out`` may alias
-    ``dx_out`` when ``b == 1`` and the form is not snntorch. ``bufs``: two [N] scratch buffers.
+    ``grad_k`` [N] accumulates ``b dL/dk`` per element when not None. ``bufs``: [N] scratch.
     """
     thr, vr = spec.v_threshold, spec.vr
-    sg, e = bufs
-    spec.surrogate.grad_(torch.sub(h_t, thr, out=sg))  # dS_t/dh_t
     snn = spec.form == "snntorch"
-    # e = dL/ds_t = gs_t + c_{t+1}; then d = sg * e.
+    rho = a / b  # d_{t+1} = rho / a * D_{t+1}: scales the carried D back to d
+    sg, e = bufs
+    spec.surrogate.grad_(torch.sub(h_t, thr, out=sg), b)  # b dS_t/dh_t
+    # acc = b (sg (gs_t + c_{t+1}) + gh_t), in scratch (or straight into d_out at the last step),
+    # so that each output row is written once (it is the one pass that misses the cache).
+    acc = d_out if last else e
     if not last and not spec.detach_reset:
-        zero = gs_t is None
-        g = e.zero_() if zero else gs_t
-        if spec.hard:  # dh_{t+1}/ds_t = a (vr - h_t), snntorch: vr - u_{t+1}
+        if spec.hard:  # dh_{t+1}/ds_t = a (vr - h_t); snntorch: vr - u_{t+1}
             if snn:
-                p = _leak(x_next, h_t, k, out=e)
-                scale = -1.0
+                p, scale = _leak(x_next, h_t, k, out=e), -1.0 / b
             else:
-                p, scale = h_t, -a
+                p, scale = h_t, -rho
             if vr != 0.0:
                 p = torch.sub(p, vr, out=e)
-            torch.addcmul(g, p, d_next, value=scale, out=e)
+            if gs_t is None:
+                torch.mul(p, d_next, out=e).mul_(scale)
+            else:
+                torch.addcmul(gs_t, p, d_next, value=scale, out=e)
         else:  # dh_{t+1}/ds_t = -thr a (snntorch: -thr)
-            torch.add(g, d_next, alpha=-thr * (1.0 if snn else a), out=e)
-        d = torch.mul(sg, e, out=d_out)
+            scale = -thr * (1.0 / b if snn else rho)
+            if gs_t is None:
+                torch.mul(d_next, scale, out=e)
+            else:
+                torch.add(gs_t, d_next, alpha=scale, out=e)
+        e.mul_(sg)
     elif gs_t is not None:
-        d = torch.mul(sg, gs_t, out=d_out)
+        torch.mul(sg, gs_t, out=acc)
     else:
-        d = d_out.zero_()
-    # r_{t+1}: through step t + 1's charge (snntorch: its leak).
+        acc.zero_()
+    if gh_t is not None:
+        acc.add_(gh_t, alpha=b)
+    # D_t = acc + b r_{t+1}: through step t + 1's charge (snntorch: leak, du_{t+1}/dh_t = beta).
+    d = d_out
     if not last:
         if snn:
-            d.add_(dx_next, alpha=a)  # dx_{t+1} = du_{t+1}; du_{t+1}/dh_t = beta
+            torch.add(acc, dx_next, alpha=a * b, out=d)
         elif spec.hard:  # dv_{t+1}/dh_t = 1 - s_t = 1[h_t < thr]
-            torch.addcmul(d, d_next, torch.lt(h_t, thr, out=e), value=a, out=d)
+            torch.addcmul(acc, d_next, torch.lt(h_t, thr, out=sg), value=a, out=d)
         else:
-            d.add_(d_next, alpha=a)
-    if gh_t is not None:
-        d.add_(gh_t)
-    # dL/dx_t and dL/dk.
+            torch.add(acc, d_next, alpha=a, out=d)
+    # dL/dx_t (snntorch) and b dL/dk.
     if snn:
         if spec.hard and not first:  # du_t = d_t (1 - s_{t-1})
             torch.mul(d, torch.lt(h_prev, thr, out=e), out=dx_out)
-        else:
+        elif dx_out.data_ptr() != d.data_ptr():
             dx_out.copy_(d)
         if grad_k is not None and not first:  # du_t/dbeta = h_{t-1}
             grad_k.addcmul_(dx_out, h_prev)
         elif grad_k is not None and vr != 0.0:
             grad_k.add_(dx_out, alpha=vr)
         return
-    if b != 1.0:
-        torch.mul(d, b, out=dx_out)
     if grad_k is None or spec.form == "if":
         return
     if first:
@@ -336,47 +343,61 @@ def _backward_loop(
     outputs (None: unused). Returns ``(grad_x [T, N], grad_k [] or None)``.
     """
     steps = h.shape[0]
-    a, b = _coefficients(spec, k)
+    a, b_true = _coefficients(spec, k)
+    b = b_true if b_true > 0.0 else 1.0  # carry D = b d (b = 0: carry d, zero grad_x at the end)
     grad_x = torch.empty_like(h)
     bufs = (torch.empty_like(h[0]), torch.empty_like(h[0]))
-    in_place = b == 1.0 and spec.form != "snntorch"  # then d_t is dL/dx_t: write it there
-    d_bufs = None if in_place else (torch.empty_like(h[0]), torch.empty_like(h[0]))
+    # snntorch with hard reset: dL/dx_t != D_t, and the reset derivative needs D_{t+1} itself.
+    apart = spec.form == "snntorch" and spec.hard and not spec.detach_reset
+    d_bufs = (torch.empty_like(h[0]), torch.empty_like(h[0])) if apart else None
     acc = torch.zeros_like(h[0]) if need_k else None
     for t in reversed(range(steps)):
         first, last = t == 0, t == steps - 1
-        if in_place:
-            d_out, d_next = grad_x[t], (None if last else grad_x[t + 1])
-        else:
+        if apart:
             d_out, d_next = d_bufs[t % 2], d_bufs[(t + 1) % 2]
+        else:
+            d_out, d_next = grad_x[t], (None if last else grad_x[t + 1])
         step(
             spec, a, b, k, first, last, h[t], None if first else h[t - 1],
             None if x is None else x[t], None if x is None or last else x[t + 1],
             None if grad_s is None else grad_s[t], None if grad_h is None else grad_h[t],
             d_next, None if last else grad_x[t + 1], d_out, grad_x[t], acc, bufs,
         )
-    return grad_x, None if acc is None else acc.sum()
+    if b_true != b:
+        grad_x.zero_()
+    return grad_x, None if acc is None else acc.sum() / b
 
 
 # --------------------------------------------------------------------------- compilation
 
 
-def _resolve_compile(compile: bool | str | None, device: torch.device) -> tuple[bool, bool]:
-    """Return ``(compile, explicit)`` from the argument or ``SNNGEN_COMPILE`` (see module doc)."""
-    value: bool | str | None = compile
+def parse_compile(value: bool | str | None) -> bool | str:
+    """Normalise a compile switch to ``True``, ``False`` or ``"auto"``.
+
+    ``None`` reads ``SNNGEN_COMPILE`` (unset: ``"auto"``); strings ``1/true/on/yes``,
+    ``0/false/off/no`` and ``auto`` are accepted. Raises ``ValueError`` otherwise.
+    """
     if value is None:
         value = os.environ.get(COMPILE_ENV, "auto")
-    if isinstance(value, str):
-        key = value.strip().lower()
-        if key in ("0", "false", "off", "no"):
-            value = False
-        elif key in ("1", "true", "on", "yes"):
-            value = True
-        elif key in ("auto", ""):
-            return device.type == "cuda" and _has_triton(), False
-        else:
-            raise ValueError(
-                f"compile / {COMPILE_ENV} must be auto, 1 (true) or 0 (false), got {value!r}"
-            )
+    if isinstance(value, bool):
+        return value
+    key = str(value).strip().lower()
+    if key in ("0", "false", "off", "no"):
+        return False
+    if key in ("1", "true", "on", "yes"):
+        return True
+    if key in ("auto", ""):
+        return "auto"
+    raise ValueError(
+        f"compile / {COMPILE_ENV} must be auto, 1 (true) or 0 (false), got {value!r}"
+    )
+
+
+def _resolve_compile(compile: bool | str | None, device: torch.device) -> tuple[bool, bool]:
+    """Return ``(compile, explicit)`` from the argument or ``SNNGEN_COMPILE`` (see module doc)."""
+    value = parse_compile(compile)
+    if value == "auto":
+        return device.type == "cuda" and _has_triton(), False
     return bool(value), True
 
 
@@ -446,7 +467,7 @@ class _FusedLIF(torch.autograd.Function):
             ctx.needs_input_grad[1]
         )
         ctx.spec, ctx.need_k, ctx.use_compile = spec, need_k, use_compile
-        ctx.k = float(k) if need_x or need_k else 0.0
+        ctx.k = k  # a float, or the detached 0-dim tensor (read in backward: no sync here)
         ctx.k_dtype = decay.dtype if need_k else None
         ctx.set_materialize_grads(False)
         if need_x or need_k:
@@ -459,7 +480,7 @@ class _FusedLIF(torch.autograd.Function):
         if grad_s is None and grad_h is None:
             return None, None, None, None
         h, x = ctx.saved_tensors
-        args = (h, x, ctx.k, grad_s, grad_h, ctx.spec, ctx.need_k)
+        args = (h, x, float(ctx.k), grad_s, grad_h, ctx.spec, ctx.need_k)
         grad_x, grad_k = _run("backward", _backward_loop, _backward_step, args, ctx.spec, h,
                               ctx.use_compile)
         if grad_k is not None:

@@ -25,6 +25,9 @@ class MultiStepNeuron(nn.Module):
     ``forward(x)`` returns spikes ``[T, ...]``, or ``(spikes, membrane)`` when
     ``return_membrane=True`` (membrane = charge before reset, same shape).
     ``backend``: ``"fused"`` (default; hand-written BPTT) or ``"reference"`` (plain autograd).
+    ``compile``: for the fused backend, ``"auto"`` / ``True`` / ``False``, or ``None`` (default)
+    to follow the ``SNNGEN_COMPILE`` environment variable (see :mod:`snngen.spiking.kernels`;
+    ``auto`` runs eagerly on CPU).
     """
 
     def __init__(
@@ -38,10 +41,13 @@ class MultiStepNeuron(nn.Module):
         decay_input: bool = True,
         return_membrane: bool = False,
         backend: str = "fused",
+        compile: bool | str | None = None,
     ) -> None:
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+        if isinstance(compile, str):
+            kernels.parse_compile(compile)  # raises ValueError on a bad value
         if not v_threshold > 0:
             raise ValueError(f"v_threshold must be > 0, got {v_threshold}")
         self.spec = NeuronSpec(
@@ -54,15 +60,19 @@ class MultiStepNeuron(nn.Module):
         )
         self.return_membrane = return_membrane
         self.backend = backend
+        self.compile = compile
 
     def decay(self) -> Tensor | float:
         """The per-step decay coefficient the kernel uses (see :mod:`snngen.spiking.kernels`)."""
         return 1.0
 
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        """``x`` [T, B, ...] -> spikes [T, B, ...] (``(spikes, membrane)`` if
+        ``return_membrane``). Raises ``ValueError`` for a tensor that is not ``[T, B, ...]``
+        floating point with T >= 1."""
         kernels.check_multistep_input(x)
         if self.backend == "fused":
-            spikes, mem = kernels.lif_fused(x, self.decay(), self.spec)
+            spikes, mem = kernels.lif_fused(x, self.decay(), self.spec, compile=self.compile)
         else:
             spikes, mem = kernels.lif_reference(x, self.decay(), self.spec)
         return (spikes, mem) if self.return_membrane else spikes
@@ -98,6 +108,7 @@ class LIF(MultiStepNeuron):
         decay_input: bool = True,
         return_membrane: bool = False,
         backend: str = "fused",
+        compile: bool | str | None = None,
     ) -> None:
         if form is None:
             form = "snntorch" if beta is not None else "spikingjelly"
@@ -120,6 +131,7 @@ class LIF(MultiStepNeuron):
             decay_input=decay_input,
             return_membrane=return_membrane,
             backend=backend,
+            compile=compile,
         )
         self.tau = float(tau)
         self.beta = None if beta is None else float(beta)

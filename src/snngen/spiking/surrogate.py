@@ -88,7 +88,8 @@ class Sigmoid(Surrogate):
 class Rectangular(Surrogate):
     """Rectangular window of width ``width`` (Zheng et al. 2021, STBP-tdBN).
 
-    ``grad = 1[|x + offset| < width/2] / width``; ``smooth = clamp((x + offset)/width + 1/2, 0, 1)``.
+    ``grad = 1[|x + offset| < width/2] / width``;
+    ``smooth = clamp((x + offset)/width + 1/2, 0, 1)``.
     ``offset=0`` centres the window on the threshold. FSVAE's original code centres it on the
     membrane ``u`` itself (window ``|u| < 0.5``): pass ``offset = v_threshold`` to reproduce that.
     """

@@ -13,8 +13,10 @@ Every method runs forward and backward on the same ``[T, B, C, H, W]`` tensor (B
   ``spikingjelly 2.x CPU op``: its default CPU path, listed for information;
 * ``snntorch``: ``snntorch.Leaky`` (beta 0.5, subtract reset, atan) stepped over time.
 
-Times are medians over repeats; the methods run round-robin inside each repeat so that load
-from other processes falls on all of them alike. Memory is the bytes autograd saves between
+Times are medians over repeats of this thread's CPU time (with one intra-op thread that is all
+the work, and unlike wall time it does not count time other processes hold the core; wall
+medians are listed too); the methods run round-robin inside each repeat so that load from
+other processes falls on all of them alike. Memory is the bytes autograd saves between
 forward and backward (``torch.autograd.graph.saved_tensors_hooks``, unique storages): that is
 what grows with depth x T in training, and it is exact and repeatable, whereas CPU peak memory
 cannot be read from torch (no CPU allocator statistics; tracemalloc does not see torch's

@@ -89,7 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         "eval", help="evaluate a trained run", epilog=EPILOG_EVAL, formatter_class=fmt
     )
     p.add_argument("run", help="run folder")
-    p.add_argument("--metrics", default="mse,fid,kid", help="comma list of mse,fid,kid,is,pr")
+    p.add_argument(
+        "--metrics",
+        default="mse,fid,kid",
+        help="comma list of mse,fid,kid,is,pr,aefd (aefd: FSVAE's autoencoder FD)",
+    )
     p.add_argument("--n", type=positive_int, default=1000, help="number of samples (default 1000)")
     p.add_argument(
         "--features",
@@ -207,11 +211,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from snngen.evaluation import evaluate_model, sample_kwargs, write_metrics
+    from snngen.evaluation import METRICS, evaluate_model, sample_kwargs, write_metrics
     from snngen.runs import load_run, open_datasets
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    known = {"mse", "fid", "kid", "is", "pr"}
+    known = set(METRICS)
     bad = [m for m in metrics if m not in known]
     if bad or not metrics:
         raise SnngenError(f"--metrics: unknown {bad or metrics}; choose from {sorted(known)}")

@@ -22,6 +22,9 @@ from snngen.models import GenerativeModel
 from snngen.report import is_event_batch, save_reconstructions, save_samples
 from snngen.train import batch_to_input
 
+METRICS = ("mse", "fid", "kid", "is", "pr", "aefd")
+GENERATIVE_METRICS = ("fid", "kid", "is", "pr", "aefd")  # computed on samples vs test images
+
 
 def sample_kwargs(model: GenerativeModel, **options) -> dict:
     """Return the ``options`` that ``model.sample`` accepts, dropping ``None`` values.
@@ -120,7 +123,7 @@ def evaluate_model(
     t0 = time.perf_counter()
     if "mse" in metrics and model.can_reconstruct:
         out["mse"] = reconstruction_mse(model, test_set, n, bs)
-    gen_metrics = [m for m in metrics if m in ("fid", "kid", "is", "pr")]
+    gen_metrics = [m for m in metrics if m in GENERATIVE_METRICS]
     if gen_metrics:
         from snngen.metrics import evaluate as evaluate_samples
         from snngen.metrics import feature_network
@@ -129,9 +132,22 @@ def evaluate_model(
         if sample_options:
             out["sample_options"] = dict(sample_options)
         real = torch.cat([_as_images(x) for x in test_batches(test_set, n, bs)])
-        net = feature_network(features, dataset=cfg.data.name, root=cfg.data.root,
-                              channels=real.shape[1])
-        results = evaluate_samples(fake, real, metrics=gen_metrics, features=net, batch_size=bs)
+        net = feature_network(
+            features,
+            dataset=cfg.data.name,
+            root=cfg.data.root,
+            channels=real.shape[1],
+            image_size=cfg.data.image_size,
+        )
+        results = evaluate_samples(
+            fake,
+            real,
+            metrics=gen_metrics,
+            features=net,
+            dataset=cfg.data.name,
+            root=cfg.data.root,
+            batch_size=bs,
+        )
         out.update({k: v.to_dict() for k, v in results.items()})
     out["seconds"] = round(time.perf_counter() - t0, 2)
     return out
@@ -170,8 +186,9 @@ def finish_run(
         pass
     if not evaluate:
         return None
-    result = evaluate_model(model, cfg, test_set, cfg.eval.metrics, cfg.eval.n_samples,
-                            cfg.eval.features)
+    result = evaluate_model(
+        model, cfg, test_set, cfg.eval.metrics, cfg.eval.n_samples, cfg.eval.features
+    )
     write_metrics(result, run_dir / "metrics.json")
     return result
 

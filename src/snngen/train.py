@@ -340,7 +340,8 @@ class StepProgressBar(L.pytorch.callbacks.TQDMProgressBar):
         bar = self.train_progress_bar
         if bar is not None and not bar.disable:
             bar.n = pl_module.batches_seen
-            if batch_idx % self.refresh_rate == 0 or pl_module.batches_seen >= pl_module.max_batches:
+            done = pl_module.batches_seen >= pl_module.max_batches
+            if batch_idx % self.refresh_rate == 0 or done:
                 bar.set_postfix(self.get_metrics(trainer, pl_module))
                 bar.refresh()
 

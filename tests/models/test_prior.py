@@ -31,6 +31,15 @@ STAGE1 = dict(
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One thread for the module-scoped stage-1 fits too (conftest's fixture is per test)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _eager_neurons(monkeypatch):
     monkeypatch.setenv("SNNGEN_COMPILE", "0")
@@ -203,3 +212,71 @@ def test_prior_errors(stage1_runs, tmp_path):
         build_model(
             PriorConfig(stage1_run=str(tmp_path), n_layer=1, n_head=1, n_embd=8), DataInfo(1, 8)
         )
+
+
+# ----------------------------------------------------------------------------- benchmark
+
+
+def _load_compare_benchmark():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "vqvae_compare.py"
+    spec = importlib.util.spec_from_file_location("bench_vqvae_compare", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compare_benchmark_rows(stage1_runs, tmp_path):
+    import math
+
+    from snngen.models.quantizers import codebook_usage
+
+    bench = _load_compare_benchmark()
+    stage1_dir, info = stage1_runs["temporal"]
+    cfg = build_run_config(
+        {
+            "model": {"name": "vq_prior", "stage1_run": str(stage1_dir), "n_layer": 1,
+                      "n_head": 2, "n_embd": 16, "time_steps": 2},
+            "data": {"batch_size": 4},
+            "trainer": {"max_steps": 1, "accelerator": "cpu", "progress_bar": False,
+                        "grids_every_epoch": False},
+        }
+    )
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(12, 1, 8, 8, generator=g)
+    test_set = TensorDataset(x, torch.zeros(12))
+    prior_dir = tmp_path / "prior"
+    prior_dir.mkdir()
+    save_config(cfg, prior_dir / CONFIG_FILE)
+    fit(cfg, prior_dir, test_set, info)
+    features = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 3, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    )
+    rows = bench.compare([prior_dir, stage1_dir], n=12, n_recon=12, features=features,
+                         batch_size=6, test_set=test_set)
+    assert len(rows) == 1  # the stage-1 run is reported with its prior
+    row = rows[0]
+    prior = load_run(prior_dir).model
+    stage1 = prior.stage1
+    torch.testing.assert_close(
+        row["recon_mse"], float(((stage1.reconstruct(x) - x) ** 2).mean()), rtol=1e-5, atol=0
+    )
+    tokens = stage1.encode_tokens(x)
+    usage = codebook_usage(tokens, stage1.cfg.n_embed)
+    assert math.isclose(row["perplexity"], usage["perplexity"], rel_tol=1e-9)
+    assert (row["codes_used"], row["dead_codes"]) == (usage["used"], usage["dead"])
+    with torch.no_grad():
+        logits = prior.gpt(prior._with_sos(tokens))
+        ce = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, prior.vocab_size), tokens.flatten()
+        )
+    assert math.isclose(row["bits_per_token"], ce.item() / math.log(2), rel_tol=1e-5)
+    assert math.isfinite(row["fid"]) and row["n_samples"] == 12 and row["seconds_per_sample"] > 0
+    stage1_only = bench.compare([stage1_dir], n_recon=12, batch_size=6, test_set=test_set)
+    assert "fid" not in stage1_only[0]
+    table = bench.format_table(rows + stage1_only)
+    assert "temporal" in table and table.splitlines()[-1].rstrip().endswith("-")

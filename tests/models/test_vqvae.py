@@ -320,6 +320,8 @@ def test_events_in_events_out():
     assert rec.shape == x.shape and rec.min() >= 0 and rec.max() <= 2.0
     tokens = model.encode_tokens(x)
     assert model.decode_tokens(tokens).shape == (2, 3, 2, 16, 16)
+    with pytest.raises(NotImplementedError, match="vq_prior"):
+        model.sample(2)
     with pytest.raises(ValueError, match="time_steps=4"):
         build_model(tiny_cfg(time_steps=4), info)
 

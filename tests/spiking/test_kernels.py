@@ -13,6 +13,7 @@ from snngen.spiking.surrogate import ATan, FastSigmoid, Rectangular, Sigmoid, Tr
 
 SURROGATES = [ATan(), Sigmoid(), Rectangular(width=1.0, offset=0.3), Triangle(0.5), FastSigmoid()]
 # (form, decay_input): the four update forms, spikingjelly with decay_input on and off
+FORM_IDS = ["sj", "sj-nodecayin", "snntorch", "fsvae", "if"]
 FORMS = [
     ("spikingjelly", True),
     ("spikingjelly", False),
@@ -47,7 +48,7 @@ shapes = st.tuples(
 
 @pytest.mark.parametrize("reset", RESETS, ids=["hard0", "hard-0.3", "soft"])
 @pytest.mark.parametrize("detach", [False, True], ids=["", "detach"])
-@pytest.mark.parametrize("form,decay_input", FORMS, ids=["sj", "sj-nodecayin", "snntorch", "fsvae", "if"])
+@pytest.mark.parametrize("form,decay_input", FORMS, ids=FORM_IDS)
 @settings(max_examples=6, deadline=None)
 @given(
     shape=shapes,
@@ -78,7 +79,7 @@ def test_fused_matches_reference(
             torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5, msg=f"gradient for {spec}")
 
 
-@pytest.mark.parametrize("form,decay_input", FORMS[:4], ids=["sj", "sj-nodecayin", "snntorch", "fsvae"])
+@pytest.mark.parametrize("form,decay_input", FORMS[:4], ids=FORM_IDS[:4])
 def test_zero_decay_and_float64(form, decay_input):
     """Edge cases: decay exactly 0 (dh/dx = 0 for spikingjelly) and float64 inputs."""
     spec = NeuronSpec(form, 0.5, 0.0, False, decay_input, ATan())
@@ -244,7 +245,8 @@ def test_bad_spec():
 def test_compile_switch_parsing(monkeypatch):
     monkeypatch.delenv(kernels.COMPILE_ENV, raising=False)
     assert kernels.parse_compile(None) == "auto"
-    for value, want in [("0", False), ("off", False), ("1", True), ("True", True), ("auto", "auto")]:
+    cases = [("0", False), ("off", False), ("1", True), ("True", True), ("auto", "auto")]
+    for value, want in cases:
         monkeypatch.setenv(kernels.COMPILE_ENV, value)
         assert kernels.parse_compile(None) == want
     assert kernels.parse_compile(False) is False
@@ -290,12 +292,23 @@ def test_compile_failure_falls_back(monkeypatch):
 
 
 @pytest.mark.slow
-def test_compiled_matches_reference():
-    """torch.compile'd steps (slow: builds C++ kernels) agree with the reference."""
-    spec = NeuronSpec("spikingjelly", 1.0, 0.0, False, True, ATan())
+@pytest.mark.parametrize(
+    "spec,learn",
+    [
+        (NeuronSpec("spikingjelly", 1.0, 0.0, False, True, ATan()), False),
+        (NeuronSpec("snntorch", 0.5, 0.0, False, True, Sigmoid()), True),
+    ],
+)
+def test_compiled_matches_reference(spec, learn):
+    """torch.compile'd steps (slow: builds C++ kernels) agree with the reference, no fallback."""
     x = torch.randn(6, 4, 8, generator=torch.Generator().manual_seed(3)) + 0.5
     g = torch.randn_like(x)
-    s1, h1, g1 = run(lambda *a: lif_fused(*a, compile=True), x, 0.5, spec, g, None, False)
-    s2, h2, g2 = run(lif_reference, x, 0.5, spec, g, None, False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a fallback to eager would warn
+        s1, h1, g1 = run(lambda *a: lif_fused(*a, compile=True), x, 0.5, spec, g, g, learn)
+    s2, h2, g2 = run(lif_reference, x, 0.5, spec, g, g, learn)
     assert (s1 != s2).float().mean() < 0.01
     torch.testing.assert_close(h1, h2, rtol=1e-5, atol=1e-5)
+    if torch.equal(s1, s2):
+        for a, r in zip(g1, g2, strict=True):
+            torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-4)

@@ -57,7 +57,10 @@ NEURONS = [
 ]
 
 
-@pytest.mark.parametrize("make", NEURONS, ids=["lif", "lif-soft", "snntorch", "fsvae", "if", "plif"])
+NEURON_IDS = ["lif", "lif-soft", "snntorch", "fsvae", "if", "plif"]
+
+
+@pytest.mark.parametrize("make", NEURONS, ids=NEURON_IDS)
 @settings(max_examples=5, deadline=None)
 @given(t=st.integers(1, 5), b=st.integers(1, 3), c=st.integers(1, 4), seed=st.integers(0, 2**20))
 def test_backends_agree_with_membrane(make, t, b, c, seed):

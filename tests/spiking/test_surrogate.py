@@ -1,4 +1,4 @@
-"""Surrogate gradients: Heaviside forward, backward = derivative of the documented smooth function."""
+"""Surrogate gradients: Heaviside forward; backward = derivative of the documented smooth."""
 
 import math
 
@@ -91,6 +91,25 @@ def test_inplace_grad_matches_grad(sur, values, scale):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("sur", [s for s in SURROGATES if hasattr(s, "inv_grad_")], ids=repr)
+@pytest.mark.parametrize("scale", [1.0, 0.5, 3.0])
+def test_inverse_grad(sur, scale):
+    """``inv_grad_`` (divided by in the kernel) is ``1 / (scale * grad)``."""
+    x = torch.linspace(-3, 3, 101)
+    torch.testing.assert_close(sur.inv_grad_(x.clone(), scale), 1 / (scale * sur.grad(x)))
+
+
+@pytest.mark.parametrize("one_pass", [True, False])
+def test_affine_helper_both_paths(one_pass):
+    """The in-place ``a x (or x^2) + b`` helper: one-op CPU path and the accelerator path."""
+    from snngen.spiking.surrogate import _axpb_
+
+    x = torch.linspace(-2, 2, 9)
+    torch.testing.assert_close(_axpb_(x.clone(), 3.0, 0.5, one_pass=one_pass), 3 * x + 0.5)
+    got = _axpb_(x.clone(), 3.0, 0.5, square=True, one_pass=one_pass)
+    torch.testing.assert_close(got, 3 * x**2 + 0.5)
+
+
 def test_documented_values():
     """Closed forms at a few points (peak heights and window edges)."""
     zero = torch.zeros(1)
@@ -102,7 +121,8 @@ def test_documented_values():
     x = torch.tensor([-0.69, -0.71, 0.29, 0.31])
     assert rect.grad(x).tolist() == [1.0, 0.0, 1.0, 0.0]  # window |x + 0.2| < 0.5
     at = ATan(alpha=2.0)
-    assert at.smooth(torch.tensor([1.0])).item() == pytest.approx(math.atan(math.pi) / math.pi + 0.5)
+    want = math.atan(math.pi) / math.pi + 0.5
+    assert at.smooth(torch.tensor([1.0])).item() == pytest.approx(want)
 
 
 def test_get_surrogate():

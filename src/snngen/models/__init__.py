@@ -30,7 +30,7 @@ class ModelEntry:
     model_cls: type
 
 
-_EXTRA: dict[str, "ModelEntry"] = {}
+_EXTRA: dict[str, ModelEntry] = {}
 
 
 def register_model(name: str, config_cls: type, model_cls: type) -> None:

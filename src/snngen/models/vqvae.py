@@ -587,6 +587,17 @@ class VQVAE(GenerativeModel):
         return self.from_model_space(y, self.event_scale(x) if self.info.events else None)
 
     @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """Not available: stage 1 has no distribution over its codes. Raises
+        ``NotImplementedError`` naming the stage-2 model that samples through it."""
+        raise NotImplementedError(
+            "a vqvae (stage 1) cannot sample on its own: train the spiking GPT prior on its codes "
+            "(model name vq_prior with model.stage1_run=<this run folder>, configs/vq_prior_*.yaml)"
+            " and sample from that run; its samples are images [n, C, H, W] or events "
+            "[T, n, 2, H, W]"
+        )
+
+    @torch.no_grad()
     def codebook_stats(self, batches) -> dict[str, float]:
         """:func:`codebook_usage` of the codes of every batch in the iterable ``batches``."""
         tokens = [self.encode_tokens(x).cpu() for x in batches]

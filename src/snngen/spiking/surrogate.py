@@ -35,7 +35,9 @@ class Surrogate:
 
         The fused kernel calls this on a scratch buffer once per time step, so subclasses
         override it with the fewest in-place passes they can (folding ``scale`` into their
-        constants); it must agree with ``grad`` to rounding (tested).
+        constants); it must agree with ``grad`` to rounding (tested). Surrogates whose
+        reciprocal is cheaper also define ``inv_grad_(x, scale)`` (``1 / (scale * grad)``), which
+        the kernel divides by instead of multiplying.
         """
         return x.copy_(self.grad(x)).mul_(scale)
 
@@ -60,9 +62,13 @@ class ATan(Surrogate):
     def grad_(self, x: Tensor, scale: float = 1.0) -> Tensor:
         if scale == 0.0:
             return x.zero_()
+        return self.inv_grad_(x, scale).reciprocal_()
+
+    def inv_grad_(self, x: Tensor, scale: float = 1.0) -> Tensor:
+        """Overwrite ``x`` with ``1 / (scale * grad(x))`` (one pass; ``scale != 0``)."""
         # scale * (alpha/2) / (1 + (c x)^2) = 1 / (q + q c^2 x^2) with q = 2 / (alpha scale)
         c, q = math.pi / 2 * self.alpha, 2.0 / (self.alpha * scale)
-        return torch.addcmul(_const(q, x), x, x, value=q * c * c, out=x).reciprocal_()
+        return _axpb_(x, q * c * c, q, square=True)
 
 
 @dataclass(frozen=True)
@@ -132,8 +138,8 @@ class Triangle(Surrogate):
 
     def grad_(self, x: Tensor, scale: float = 1.0) -> Tensor:
         w = self.width
-        top = _const(scale / w, x)  # scale (1 - |x|/w) / w = scale/w - (scale/w^2) |x|
-        g = torch.add(top, x.abs_(), alpha=-scale / (w * w), out=x)
+        # scale (1 - |x|/w) / w = scale/w - (scale/w^2) |x|
+        g = _axpb_(x.abs_(), -scale / (w * w), scale / w)
         return g.clamp_(min=0.0) if scale >= 0 else g.clamp_(max=0.0)
 
 
@@ -154,13 +160,32 @@ class FastSigmoid(Surrogate):
         return x / (1.0 + self.slope * x.abs())
 
     def grad_(self, x: Tensor, scale: float = 1.0) -> Tensor:
-        g = x.abs_().mul_(self.slope).add_(1.0).square_().reciprocal_()
-        return g if scale == 1.0 else g.mul_(scale)
+        if scale == 0.0:
+            return x.zero_()
+        return self.inv_grad_(x, scale).reciprocal_()
+
+    def inv_grad_(self, x: Tensor, scale: float = 1.0) -> Tensor:
+        """Overwrite ``x`` with ``1 / (scale * grad(x)) = (slope |x| + 1)^2 / scale``."""
+        g = x.abs_().mul_(self.slope).add_(1.0).square_()
+        return g if scale == 1.0 else g.div_(scale)
 
 
-def _const(value: float, like: Tensor) -> Tensor:
-    """A 0-dim tensor holding ``value`` in ``like``'s dtype and device (broadcasts in ops)."""
-    return torch.tensor(value, dtype=like.dtype, device=like.device)
+def _axpb_(
+    x: Tensor, a: float, b: float, square: bool = False, one_pass: bool | None = None
+) -> Tensor:
+    """Overwrite ``x`` with ``a x + b`` (``a x^2 + b`` when ``square``); returns ``x``.
+
+    ``one_pass`` (default: on CPU) uses ``b`` as a 0-dim tensor operand of one op; otherwise
+    in-place passes with Python scalars (no host-to-device copy of a constant per call).
+    """
+    if x.is_cpu if one_pass is None else one_pass:
+        b_t = torch.tensor(b, dtype=x.dtype)
+        if square:
+            return torch.addcmul(b_t, x, x, value=a, out=x)
+        return torch.add(b_t, x, alpha=a, out=x)
+    if square:
+        x.square_()
+    return x.mul_(a).add_(b)
 
 
 class _Heaviside(torch.autograd.Function):

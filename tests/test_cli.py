@@ -69,3 +69,39 @@ def test_checkpoint_of_another_model(tmp_path, tiny_data, capsys):
     code = main(["sample", str(tmp_path), "--out", str(tmp_path / "s.png")])
     assert_one_line_error(capsys, code, "belongs to model 'tiny'", "names model 'sae'")
     assert files_under(tmp_path) == before
+
+
+def test_train_sample_eval_info_end_to_end(tmp_path, capsys, monkeypatch):
+    """One small run through every command; the run folder holds what README promises."""
+    import json
+
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.yaml").write_text(
+        "name: e2e\nmodel: {name: tiny, hidden: 8}\n"
+        "data: {name: mnist5k, image_size: 8, batch_size: 500}\n"
+        "trainer: {max_epochs: 2, accelerator: cpu, progress_bar: false, ckpt_every_n_steps: 5}\n"
+        "eval: {n_samples: 100, metrics: [mse]}\n"
+    )
+    assert main(["train", "c.yaml", "optim.lr=0.01"]) == 0
+    run = tmp_path / "runs" / "e2e"
+    files = files_under(run)
+    for expected in ("config.yaml", "checkpoints/last.ckpt", "samples.png", "recon.png",
+                     "metrics.json", "grids/recon_epoch001.png", "grids/recon_epoch002.png"):
+        assert expected in files, files
+    assert any(f.endswith("metrics.csv") for f in files)
+    assert any("events.out.tfevents" in f for f in files)
+    assert "optim:\n  name: adamw\n  lr: 0.01" in (run / "config.yaml").read_text()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["mse"]["n"] == 100 and 0 < metrics["mse"]["value"] < 1
+
+    assert main(["sample", str(run), "--n", "6", "--out", "six.png"]) == 0
+    assert Image.open(tmp_path / "six.png").size[0] > 0
+    assert main(["eval", str(run), "--metrics", "mse", "--n", "50", "--out", "m.json"]) == 0
+    again = json.loads((tmp_path / "m.json").read_text())
+    assert again["mse"]["n"] == 50
+    capsys.readouterr()
+    assert main(["info", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "parameters" in out and "energy" in out

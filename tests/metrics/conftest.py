@@ -45,9 +45,7 @@ def bars_dataset(monkeypatch):
         train = split == "train"
         return make_bars(256 if train else 64, image_size, seed=0 if train else 1)
 
-    import snngen.metrics.autoencoder as ae
-    import snngen.metrics.classifier as clf
+    import snngen.metrics.cache as cache
 
-    monkeypatch.setattr(clf, "load_labelled_images", fake_load)
-    monkeypatch.setattr(ae, "load_labelled_images", fake_load)
+    monkeypatch.setattr(cache, "load_labelled_images", fake_load)
     return calls

@@ -16,8 +16,6 @@ between snngen runs; they are not the paper's (its weights were trained on the f
 from __future__ import annotations
 
 import math
-import sys
-import time
 from pathlib import Path
 
 import torch
@@ -27,9 +25,8 @@ from torch import Tensor, nn
 from snngen.metrics.cache import (
     cached_file,
     fit_network,
-    load_labelled_images,
-    read_record,
-    save_record,
+    load_cached,
+    train_cached,
 )
 from snngen.metrics.features import FeatureNet, Features, MetricsError, extract_features
 from snngen.metrics.result import MetricResult
@@ -75,8 +72,9 @@ class AutoencoderNet(FeatureNet):
         super().__init__()
         levels = int(math.log2(image_size)) - 1
         if image_size < 4 or 2 ** (levels + 1) != image_size:
-            raise MetricsError(f"AutoencoderNet image_size must be a power of 2 >= 4, got "
-                               f"{image_size}")
+            raise MetricsError(
+                f"AutoencoderNet image_size must be a power of 2 >= 4, got {image_size}"
+            )
         latent_dim = latent_dim or default_latent_dim(in_channels)
         self.in_channels, self.image_size, self.name = in_channels, image_size, name
         self.latent_dim = self.num_features = latent_dim
@@ -98,8 +96,12 @@ class AutoencoderNet(FeatureNet):
 
     def config(self) -> dict:
         """The constructor arguments (stored with the weights)."""
-        return {"in_channels": self.in_channels, "latent_dim": self.latent_dim,
-                "image_size": self.image_size, "name": self.name}
+        return {
+            "in_channels": self.in_channels,
+            "latent_dim": self.latent_dim,
+            "image_size": self.image_size,
+            "name": self.name,
+        }
 
     def prepare(self, x: Tensor) -> Tensor:
         """Images ``[B, C, H, W]`` in [0, 1] -> the network's channels and size, in [-1, 1]."""
@@ -159,8 +161,15 @@ def fit_autoencoder(
         torch.manual_seed(seed)
         net = AutoencoderNet(images.shape[1], latent_dim, images.shape[-1], name)
     fit_network(
-        net, (images,), _mse, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-        progress=progress, desc=f"training {name}",
+        net,
+        (images,),
+        _mse,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        progress=progress,
+        desc=f"training {name}",
     )
     return net
 
@@ -180,21 +189,29 @@ def train_autoencoder(
     """Train the autoencoder of ``dataset`` once and cache it; returns ``(path, test MSE)``
     (the MSE on the [-1, 1] scale, as the paper's AE trains). A cached file is reused unless
     ``force``."""
-    path = autoencoder_path(dataset, image_size, cache)
-    if path.is_file() and not force:
-        return path, float(read_record(path)["test_mse"])
-    t0 = time.perf_counter()
-    x_train, _ = load_labelled_images(dataset, "train", root=root, image_size=image_size)
-    x_test, _ = load_labelled_images(dataset, "test", root=root, image_size=image_size)
-    net = fit_autoencoder(x_train, latent_dim=latent_dim, epochs=epochs, seed=seed,
-                          name=f"autoencoder:{dataset}", progress=progress)
-    mse = heldout_mse(net, x_test)
-    save_record({
-        "state_dict": net.state_dict(), "config": net.config(), "dataset": dataset,
-        "test_mse": mse, "seed": seed, "epochs": epochs, "n_train": int(x_train.shape[0]),
-        "n_test": int(x_test.shape[0]), "train_seconds": time.perf_counter() - t0,
-    }, path)
-    return path, mse
+
+    def fit(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor):
+        net = fit_autoencoder(
+            x_train,
+            latent_dim=latent_dim,
+            epochs=epochs,
+            seed=seed,
+            name=f"autoencoder:{dataset}",
+            progress=progress,
+        )
+        return net, heldout_mse(net, x_test)
+
+    return train_cached(
+        autoencoder_path(dataset, image_size, cache),
+        fit,
+        score_key="test_mse",
+        dataset=dataset,
+        root=root,
+        image_size=image_size,
+        seed=seed,
+        epochs=epochs,
+        force=force,
+    )
 
 
 def load_autoencoder(
@@ -207,17 +224,14 @@ def load_autoencoder(
 ) -> AutoencoderNet:
     """Return the cached autoencoder of ``dataset`` (eval mode), training it first if missing
     and ``train_if_missing`` (else :class:`FileNotFoundError`)."""
-    path = autoencoder_path(dataset, image_size, cache)
-    if not path.is_file():
-        if not train_if_missing:
-            raise FileNotFoundError(f"no autoencoder for {dataset!r} at {path}")
-        print(f"snngen: training the {dataset} autoencoder once -> {path}", file=sys.stderr)
-        train_autoencoder(dataset, root, image_size=image_size, cache=cache)
-    record = read_record(path)
-    net = AutoencoderNet(**record["config"])
-    net.load_state_dict(record["state_dict"])
-    net.test_mse = float(record["test_mse"])
-    return net.eval()
+    return load_cached(
+        autoencoder_path(dataset, image_size, cache),
+        AutoencoderNet,
+        "test_mse",
+        lambda: train_autoencoder(dataset, root, image_size=image_size, cache=cache),
+        what=f"{dataset} autoencoder",
+        train_if_missing=train_if_missing,
+    )
 
 
 def ae_frechet_distance(
@@ -235,11 +249,11 @@ def ae_frechet_distance(
     any module mapping images to latents ``[B, D]`` (an :class:`AutoencoderNet`, or a model's
     own encoder). Returns a :class:`MetricResult` named ``"ae_fd"``.
     """
-    f_fake = extract_features(fake, encoder, batch_size=batch_size, progress=progress,
-                              desc="fake")
+    f_fake = extract_features(fake, encoder, batch_size=batch_size, progress=progress, desc="fake")
     if not isinstance(real, GaussianStats):
-        real = extract_features(real, encoder, batch_size=batch_size, progress=progress,
-                                desc="real")
+        real = extract_features(
+            real, encoder, batch_size=batch_size, progress=progress, desc="real"
+        )
     result = fid(f_fake, real)
     result.name = "ae_fd"
     return result

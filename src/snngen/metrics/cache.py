@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,9 +29,7 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "snngen"
 
 
-def cached_file(
-    kind: str, dataset: str, image_size: int, cache: str | Path | None = None
-) -> Path:
+def cached_file(kind: str, dataset: str, image_size: int, cache: str | Path | None = None) -> Path:
     """Return ``<cache>/<kind>/<dataset>_<image_size>.pt`` (``cache`` defaults to
     :func:`cache_dir`), e.g. ``~/.cache/snngen/classifiers/mnist5k_32.pt``."""
     base = Path(cache).expanduser() if cache is not None else cache_dir()
@@ -55,6 +55,71 @@ def read_record(path: Path) -> dict[str, Any]:
     if not isinstance(record, dict) or "state_dict" not in record or "config" not in record:
         raise MetricsError(f"{path} is not an snngen feature-network file; delete it to retrain")
     return record
+
+
+def train_cached(
+    path: Path,
+    fit: Callable[[Tensor, Tensor, Tensor, Tensor], tuple[torch.nn.Module, float]],
+    *,
+    score_key: str,
+    dataset: str,
+    root: str | Path | None,
+    image_size: int,
+    seed: int,
+    epochs: int,
+    force: bool = False,
+) -> tuple[Path, float]:
+    """Train a feature network once and cache it at ``path``; returns ``(path, held-out score)``.
+
+    ``fit(x_train, y_train, x_test, y_test) -> (net, score)`` trains on ``dataset``'s splits
+    (read with :func:`load_labelled_images`); the net (with a ``config()`` method), its score
+    under ``score_key`` and how it was trained are saved atomically. An existing file is reused
+    (its recorded score returned) unless ``force``.
+    """
+    if path.is_file() and not force:
+        return path, float(read_record(path)[score_key])
+    t0 = time.perf_counter()
+    x_train, y_train = load_labelled_images(dataset, "train", root=root, image_size=image_size)
+    x_test, y_test = load_labelled_images(dataset, "test", root=root, image_size=image_size)
+    net, score = fit(x_train, y_train, x_test, y_test)
+    record = {
+        "state_dict": net.state_dict(),
+        "config": net.config(),
+        "dataset": dataset,
+        score_key: score,
+        "seed": seed,
+        "epochs": epochs,
+        "n_train": int(x_train.shape[0]),
+        "n_test": int(x_test.shape[0]),
+        "train_seconds": time.perf_counter() - t0,
+    }
+    save_record(record, path)
+    return path, score
+
+
+def load_cached(
+    path: Path,
+    net_cls: type[torch.nn.Module],
+    score_key: str,
+    train: Callable[[], Any],
+    *,
+    what: str,
+    train_if_missing: bool = True,
+    hint: str = "",
+) -> torch.nn.Module:
+    """Return the network cached at ``path`` (eval mode, its recorded score as attribute
+    ``score_key``), calling ``train()`` first when the file is missing and ``train_if_missing``
+    (else :class:`FileNotFoundError` naming ``what``, the path and ``hint``)."""
+    if not path.is_file():
+        if not train_if_missing:
+            raise FileNotFoundError(f"no {what} at {path}{hint}")
+        print(f"snngen: training the {what} once -> {path}", file=sys.stderr)
+        train()
+    record = read_record(path)
+    net = net_cls(**record["config"])
+    net.load_state_dict(record["state_dict"])
+    setattr(net, score_key, float(record[score_key]))
+    return net.eval()
 
 
 def _to_image(x: Tensor) -> Tensor:

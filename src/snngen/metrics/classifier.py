@@ -10,8 +10,6 @@ on a dataset. ``snngen classifier <dataset>`` runs :func:`train_classifier`.
 
 from __future__ import annotations
 
-import sys
-import time
 from pathlib import Path
 
 import torch
@@ -21,9 +19,8 @@ from torch import Tensor, nn
 from snngen.metrics.cache import (
     cached_file,
     fit_network,
-    load_labelled_images,
-    read_record,
-    save_record,
+    load_cached,
+    train_cached,
 )
 from snngen.metrics.features import FeatureNet, MetricsError
 
@@ -72,8 +69,11 @@ class ClassifierNet(FeatureNet):
     def config(self) -> dict:
         """The constructor arguments (stored with the weights)."""
         return {
-            "in_channels": self.in_channels, "num_classes": self.num_classes,
-            "image_size": self.image_size, "width": self.width, "name": self.name,
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+            "image_size": self.image_size,
+            "width": self.width,
+            "name": self.name,
         }
 
     def prepare(self, x: Tensor) -> Tensor:
@@ -142,8 +142,16 @@ def fit_classifier(
         torch.manual_seed(seed)
         net = ClassifierNet(images.shape[1], num_classes, images.shape[-1], width, name)
     fit_network(
-        net, (images, labels), _cross_entropy, epochs=epochs, batch_size=batch_size, lr=lr,
-        seed=seed, max_shift=2, progress=progress, desc=f"training {name}",
+        net,
+        (images, labels),
+        _cross_entropy,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        max_shift=2,
+        progress=progress,
+        desc=f"training {name}",
     )
     return net
 
@@ -165,22 +173,29 @@ def train_classifier(
     accuracy is returned. ``root``: the dataset folder (passed to :mod:`snngen.data`);
     ``cache``: the cache folder (default :func:`~snngen.metrics.cache.cache_dir`).
     """
-    path = classifier_path(dataset, image_size, cache)
-    if path.is_file() and not force:
-        return path, float(read_record(path)["test_accuracy"])
-    t0 = time.perf_counter()
-    x_train, y_train = load_labelled_images(dataset, "train", root=root, image_size=image_size)
-    x_test, y_test = load_labelled_images(dataset, "test", root=root, image_size=image_size)
-    net = fit_classifier(
-        x_train, y_train, epochs=epochs, seed=seed, name=f"classifier:{dataset}", progress=progress
+
+    def fit(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor):
+        net = fit_classifier(
+            x_train,
+            y_train,
+            epochs=epochs,
+            seed=seed,
+            name=f"classifier:{dataset}",
+            progress=progress,
+        )
+        return net, accuracy(net, x_test, y_test)
+
+    return train_cached(
+        classifier_path(dataset, image_size, cache),
+        fit,
+        score_key="test_accuracy",
+        dataset=dataset,
+        root=root,
+        image_size=image_size,
+        seed=seed,
+        epochs=epochs,
+        force=force,
     )
-    acc = accuracy(net, x_test, y_test)
-    save_record({
-        "state_dict": net.state_dict(), "config": net.config(), "dataset": dataset,
-        "test_accuracy": acc, "seed": seed, "epochs": epochs, "n_train": int(x_train.shape[0]),
-        "n_test": int(x_test.shape[0]), "train_seconds": time.perf_counter() - t0,
-    }, path)
-    return path, acc
 
 
 def load_classifier(
@@ -194,16 +209,12 @@ def load_classifier(
     """Return the cached classifier of ``dataset`` (eval mode), training it first if missing
     and ``train_if_missing`` (else :class:`FileNotFoundError` naming the command to run).
     Its ``test_accuracy`` attribute holds the accuracy recorded at training."""
-    path = classifier_path(dataset, image_size, cache)
-    if not path.is_file():
-        if not train_if_missing:
-            raise FileNotFoundError(
-                f"no classifier for {dataset!r} at {path}; run `snngen classifier {dataset}`"
-            )
-        print(f"snngen: training the {dataset} feature classifier once -> {path}", file=sys.stderr)
-        train_classifier(dataset, root, image_size=image_size, cache=cache)
-    record = read_record(path)
-    net = ClassifierNet(**record["config"])
-    net.load_state_dict(record["state_dict"])
-    net.test_accuracy = float(record["test_accuracy"])
-    return net.eval()
+    return load_cached(
+        classifier_path(dataset, image_size, cache),
+        ClassifierNet,
+        "test_accuracy",
+        lambda: train_classifier(dataset, root, image_size=image_size, cache=cache),
+        what=f"{dataset} feature classifier",
+        train_if_missing=train_if_missing,
+        hint=f"; run `snngen classifier {dataset}`",
+    )

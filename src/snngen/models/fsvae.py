@@ -47,8 +47,7 @@ is :class:`snngen.models.ann_vae.ANNVAE`, built from the same encoder/decoder bu
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -59,7 +58,7 @@ from torch import Tensor, nn
 from snngen.models.base import DataInfo, GenerativeModel
 from snngen.spiking.coding import direct_encode, weighted_decode
 from snngen.spiking.layers import Conv2d, ConvTranspose2d, Linear, TdBatchNorm1d, TdBatchNorm2d
-from snngen.spiking.neurons import LIF, MultiStepNeuron
+from snngen.spiking.neurons import LIF
 
 __all__ = [
     "FSVAE",
@@ -169,26 +168,6 @@ def pick_one_of_k(out: Tensor, index: Tensor) -> Tensor:
     ``p = out.mean(-1)`` when ``out`` is binary. Differentiable in ``out``.
     """
     return out.gather(-1, index.unsqueeze(-1)).squeeze(-1)
-
-
-@contextlib.contextmanager
-def eager_neurons(module: nn.Module) -> Iterator[None]:
-    """Run every multi-step neuron of ``module`` with the plain reference loop inside the block.
-
-    The autoregressive loops call the neurons on sequences of every length 1..T; the fused
-    kernel would compile one graph per length and shape for no gain on such small tensors.
-    """
-    neurons = [m for m in module.modules() if isinstance(m, MultiStepNeuron)]
-    saved = [getattr(n, "backend", None) for n in neurons]
-    for n in neurons:
-        if hasattr(n, "backend"):
-            n.backend = "reference"
-    try:
-        yield
-    finally:
-        for n, b in zip(neurons, saved, strict=True):
-            if b is not None:
-                n.backend = b
 
 
 # --------------------------------------------------------------------------- builders
@@ -320,18 +299,17 @@ class AutoregressiveBernoulli(nn.Module):
         z_in, outs = [z_prev], []
         step = self.stepper()
         if self.training:  # the original: prefix re-runs without gradient, then one full pass
-            with torch.no_grad(), eager_neurons(self):
+            with torch.no_grad():
                 xd = x.detach()
                 for t in range(steps - 1):
                     z_prev = pick_one_of_k(step(torch.cat([xd[t], z_prev], -1)), index[t])
                     z_in.append(z_prev)
             q = self(torch.cat([x, torch.stack(z_in)], -1))
         else:
-            with eager_neurons(self):
-                for t in range(steps):
-                    out = step(torch.cat([x[t], z_prev], -1))
-                    z_prev = pick_one_of_k(out, index[t])
-                    outs.append(out)
+            for t in range(steps):
+                out = step(torch.cat([x[t], z_prev], -1))
+                z_prev = pick_one_of_k(out, index[t])
+                outs.append(out)
             q = torch.stack(outs)
         return pick_one_of_k(q, index), q
 
@@ -350,7 +328,7 @@ class AutoregressiveBernoulli(nn.Module):
         z_in = [torch.zeros_like(z[0])]
         if self.training and scheduled_p > 0:
             draws = torch.rand(z.shape[0], device=z.device)
-            with torch.no_grad(), eager_neurons(self):
+            with torch.no_grad():
                 for t in range(z.shape[0] - 1):
                     if t >= scheduled_start and draws[t] < scheduled_p:
                         prob = self(torch.stack(z_in))[-1].mean(-1)
@@ -372,10 +350,9 @@ class AutoregressiveBernoulli(nn.Module):
         z_prev = torch.zeros(n, self.latent_dim, device=device)
         zs = []
         step = self.stepper()
-        with eager_neurons(self):
-            for t in range(steps):
-                z_prev = pick_one_of_k(step(z_prev), index[t])
-                zs.append(z_prev)
+        for t in range(steps):
+            z_prev = pick_one_of_k(step(z_prev), index[t])
+            zs.append(z_prev)
         return torch.stack(zs)
 
 

@@ -5,7 +5,11 @@ Every method runs forward and backward on the same ``[T, B, C, H, W]`` tensor (B
 
 * ``relu``: ``torch.relu`` on the whole tensor (the floor: one elementwise op each way);
 * ``snngen fused``: :class:`snngen.spiking.LIF` (spikingjelly form, tau 2, hard reset, atan),
-  the default fused backend; ``snngen fused (snntorch form)``: ``LIF(beta=0.5, v_reset=None)``;
+  the fused backend's eager loops (``compile=False``); ``snngen fused (snntorch form)``:
+  ``LIF(beta=0.5, v_reset=None)``, eager too;
+* ``snngen fused (cpp)`` and ``snngen fused (cpp, snntorch form)``: the same neurons on the
+  compiled C++ backend (``compile="cpp"``; built first if missing, ~30-60 s, reported; skipped
+  with the build error if it cannot be built);
 * ``snngen reference``: the same LIF through the plain-autograd time loop;
 * ``spikingjelly torch``: ``LIFNode(step_mode='m')`` with its plain-autograd torch path
   (``backend='torch'`` where the installed version has that argument; in spikingjelly 2.x,
@@ -28,8 +32,11 @@ output is returned to the OS when freed and page-faulted back in on the next cal
 virtual machine those faults (a few us per 4 KiB page) cost more than the arithmetic and depend
 on glibc's heuristics rather than on the method. ``--malloc system`` keeps glibc's defaults.
 
+Columns ``x fused`` / ``x cpp``: times slower than the eager / C++ fused kernel (the snnTorch
+row and the snnTorch-form rows against the matching snnTorch form).
+
 Usage: ``python benchmarks/neurons.py [--quick] [--threads N] [--malloc tuned|system]
-[--compile]``; prints a table and writes ``benchmarks/results/neurons.json``.
+[--compile] [--no-cpp]``; prints a table and writes ``benchmarks/results/neurons.json``.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from snngen.spiking import LIF
+from snngen.spiking import LIF, _lif_cpp
 from snngen.spiking.kernels import lif_fused
 
 RESULTS = Path(__file__).parent / "results" / "neurons.json"
@@ -62,8 +69,8 @@ Method = Callable[[Tensor], Tensor]  # x [T, B, ...] -> spikes (or activations) 
 
 def snngen_methods() -> dict[str, Method]:
     """snngen's neurons and the ReLU floor."""
-    fused, ref = LIF(tau=2.0), LIF(tau=2.0, backend="reference")
-    snn_form = LIF(beta=0.5, v_reset=None)
+    fused, ref = LIF(tau=2.0, compile=False), LIF(tau=2.0, backend="reference")
+    snn_form = LIF(beta=0.5, v_reset=None, compile=False)
     return {
         "relu": torch.relu,
         "snngen fused": fused,
@@ -127,6 +134,19 @@ def snntorch_methods() -> tuple[dict[str, Method], str | None]:
     return {"snntorch": run}, None
 
 
+def cpp_methods() -> tuple[dict[str, Method], str | None, float]:
+    """snngen's C++ backend (built here when missing); ``(methods, skip message, seconds)``."""
+    start = time.perf_counter()
+    module = _lif_cpp.load(build=True)
+    took = time.perf_counter() - start
+    if module is None:
+        return {}, f"snngen fused (cpp) skipped: {_lif_cpp.last_error()}", took
+    return {
+        "snngen fused (cpp)": LIF(tau=2.0, compile="cpp"),
+        "snngen fused (cpp, snntorch form)": LIF(beta=0.5, v_reset=None, compile="cpp"),
+    }, None, took
+
+
 # --------------------------------------------------------------------------- measuring
 
 
@@ -177,7 +197,8 @@ def spike_mismatch(a: Method, b: Method, x: Tensor) -> float:
 
 
 def run(
-    steps: list[int], repeats: int, warmup: int, compile_too: bool, malloc: str, clock: str
+    steps: list[int], repeats: int, warmup: int, compile_too: bool, malloc: str, clock: str,
+    cpp_too: bool = True,
 ) -> dict:
     """Time every available method at every T; returns the JSON-able results.
 
@@ -186,6 +207,12 @@ def run(
     methods = snngen_methods()
     skipped = []
     for extra, message in (spikingjelly_methods(), snntorch_methods()):
+        methods.update(extra)
+        if message:
+            skipped.append(message)
+    cpp_seconds = None
+    if cpp_too:
+        extra, message, cpp_seconds = cpp_methods()
         methods.update(extra)
         if message:
             skipped.append(message)
@@ -214,10 +241,15 @@ def run(
         relu = statistics.median(times["relu"])
         fused = statistics.median(times["snngen fused"])
         fused_snn = statistics.median(times["snngen fused (snntorch form)"])
+        has_cpp = "snngen fused (cpp)" in times
+        if has_cpp:
+            cpp = statistics.median(times["snngen fused (cpp)"])
+            cpp_snn = statistics.median(times["snngen fused (cpp, snntorch form)"])
         memory = {name: saved_bytes(m, x0) for name, m in methods.items()}
         for name in methods:
             med = statistics.median(times[name])
-            ours = fused_snn if name == "snntorch" else fused
+            snn_like = name == "snntorch" or "snntorch form" in name
+            ours = fused_snn if snn_like else fused
             rows.append({
                 "T": t,
                 "method": name,
@@ -225,6 +257,9 @@ def run(
                 "median_wall_ms": 1e3 * statistics.median(walls[name]),
                 "x_relu": med / relu,
                 "speedup_of_fused": med / ours,
+                "speedup_of_cpp": (
+                    med / (cpp_snn if snn_like else cpp) if has_cpp else None
+                ),
                 "saved_MB": memory[name] / 2**20,
                 "saved_vs_reference": memory[name] / memory["snngen reference"],
             })
@@ -233,6 +268,10 @@ def run(
     if "spikingjelly torch" in methods:
         checks["spike mismatch fused vs spikingjelly"] = spike_mismatch(
             methods["snngen fused"], methods["spikingjelly torch"], x
+        )
+    if "snngen fused (cpp)" in methods:
+        checks["spike mismatch fused (cpp) vs fused"] = spike_mismatch(
+            methods["snngen fused (cpp)"], methods["snngen fused"], x
         )
     if "snntorch" in methods:
         checks["spike mismatch fused (snntorch form) vs snntorch"] = spike_mismatch(
@@ -253,6 +292,7 @@ def run(
         },
         "skipped": skipped,
         "compile_seconds_first_calls": compile_info,
+        "cpp_build_or_load_seconds": cpp_seconds,
         "checks": checks,
         "rows": rows,
     }
@@ -286,23 +326,30 @@ def print_table(result: dict) -> None:
         "saved MB = bytes autograd keeps from forward to backward (saved_tensors_hooks, unique "
         "storages; torch has no CPU peak-memory counter)"
     )
-    print("x fused = times slower than snngen fused (snntorch row: vs the fused snntorch form)")
+    print(
+        "x fused / x cpp = times slower than snngen fused (eager) / fused (cpp) (snntorch and "
+        "snntorch-form rows: vs the matching snntorch form)"
+    )
     header = (
-        f"{'T':>3}  {'method':30s} {'ms':>8} {'wall ms':>8} {'x relu':>7} {'x fused':>8} "
-        f"{'saved MB':>9} {'vs ref':>7}"
+        f"{'T':>3}  {'method':34s} {'ms':>8} {'wall ms':>8} {'x relu':>7} {'x fused':>8} "
+        f"{'x cpp':>7} {'saved MB':>9} {'vs ref':>7}"
     )
     print(header)
     print("-" * len(header))
     for r in result["rows"]:
+        x_cpp = "-" if r["speedup_of_cpp"] is None else f"{r['speedup_of_cpp']:.2f}"
         print(
-            f"{r['T']:>3}  {r['method']:30s} {r['median_ms']:8.2f} {r['median_wall_ms']:8.2f} "
-            f"{r['x_relu']:7.2f} "
-            f"{r['speedup_of_fused']:8.2f} {r['saved_MB']:9.1f} {r['saved_vs_reference']:7.2f}"
+            f"{r['T']:>3}  {r['method']:34s} {r['median_ms']:8.2f} {r['median_wall_ms']:8.2f} "
+            f"{r['x_relu']:7.2f} {r['speedup_of_fused']:8.2f} {x_cpp:>7} "
+            f"{r['saved_MB']:9.1f} {r['saved_vs_reference']:7.2f}"
         )
     for message in result["skipped"]:
         print(message)
     for name, value in result["checks"].items():
         print(f"{name}: {value:.2e}")
+    if result.get("cpp_build_or_load_seconds") is not None:
+        seconds = result["cpp_build_or_load_seconds"]
+        print(f"fused (cpp): extension built or loaded in {seconds:.1f} s")
     for t, sec in result["compile_seconds_first_calls"].items():
         print(f"compiled fused: warm-up incl. compiling at T={t}: {sec:.1f} s")
 
@@ -325,6 +372,9 @@ def main(argv: list[str] | None = None) -> dict:
         help="time to report and compare (default: cpu with 1 thread, else wall)",
     )
     parser.add_argument("--compile", action="store_true", help="also time compile=True")
+    parser.add_argument(
+        "--no-cpp", action="store_true", help="skip the C++ backend (which is built if missing)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -333,7 +383,10 @@ def main(argv: list[str] | None = None) -> dict:
         malloc = "system (mallopt unavailable)"
     steps, repeats = ([8], 5) if args.quick else (args.steps, args.repeats)
     clock = args.clock or ("cpu" if args.threads == 1 else "wall")
-    result = run(steps, repeats, warmup=2, compile_too=args.compile, malloc=malloc, clock=clock)
+    result = run(
+        steps, repeats, warmup=2, compile_too=args.compile, malloc=malloc, clock=clock,
+        cpp_too=not args.no_cpp,
+    )
     print_table(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))

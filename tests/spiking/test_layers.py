@@ -276,8 +276,9 @@ def test_spiking_self_attention_matches_loops():
 
 
 def test_spiking_self_attention_gradients_and_ann_twin():
+    torch.manual_seed(0)  # weights and input fixed: the test must not depend on test order
     block = SpikingSelfAttention(4, num_groups=2)
-    x = torch.randn(2, 2, 4, 3, 3) * 3
+    x = torch.randn(2, 2, 4, 3, 3, generator=torch.Generator().manual_seed(1)) * 3
     block(x).sum().backward()
     assert block.q.weight.grad is not None and block.proj_out.weight.grad.abs().sum() > 0
     twin = SpikingSelfAttention(4, num_groups=2, neuron="relu")

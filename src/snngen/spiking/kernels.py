@@ -34,16 +34,35 @@ Both implementations call the same step primitives (:func:`_reset`, :func:`_char
 Compilation
 -----------
 ``compile`` (argument, or the environment variable ``SNNGEN_COMPILE`` when the argument is
-``None``) is ``"auto"`` (default), ``True`` / ``1`` or ``False`` / ``0``. ``auto`` runs the eager
-fused loops on CPU and compiles on CUDA when Triton is available. Measured on a 2-core CPU
-(torch 2.13, T=8, 32x64x16x16): compiling took ~36 s on the first call (~10 s with a warm
-inductor cache) and the compiled steps were slower than the eager loops (10.9 vs 8.2 ms per
-forward + backward), so compiling on CPU is opt-in. When compiling, the
-per-step bodies of the forward and backward loops are compiled once per (spec, dtype, device)
-with dynamic shapes, so a new sequence length or batch size does not recompile. A failure to
-compile falls back to the eager loops: silently under ``auto``, with one warning when compiling
-was asked for explicitly. Compiled kernels may contract multiply-adds differently, so their
-spikes can differ from the reference at exact threshold crossings; the eager loops cannot.
+``None``) is ``"auto"`` (default), ``"cpp"``, ``True`` / ``1`` or ``False`` / ``0``:
+
+* ``"cpp"``: the compiled C++ CPU backend of :mod:`snngen.spiking._lif_cpp`, which runs the
+  whole time loop per element in one pass (forward: read ``x``, write spikes and ``h``;
+  backward: one reverse pass), parallel over elements with the intra-op threads. It is built
+  on first use with ``torch.utils.cpp_extension.load_inline`` (gcc, ~30-60 s, once per machine
+  and source version; cached in the torch extensions directory; build it ahead with
+  ``python -m snngen.spiking._lif_cpp``). It covers float32/float64 CPU tensors, every form,
+  reset and ``detach_reset``, and the built-in surrogates (exact types: a subclass that may
+  override ``grad`` runs eagerly); anything else, or a failed build, runs the eager loops with
+  one warning per reason. Its spikes and membranes are bit-identical to :func:`lif_reference`
+  (it performs the same fused multiply-adds ATen performs), its gradients agree to rounding.
+  Measured (``benchmarks/neurons.py``, 1 thread, T=8, 32x64x16x16): see benchmarks/README.md.
+* ``"auto"``: on CPU, the C++ backend **if it is already built** (found in the extensions
+  cache, or loaded in this process), else the eager fused loops; ``auto`` never starts a
+  build, so a first call never blocks for a minute unexpectedly. On CUDA it compiles with
+  ``torch.compile`` when Triton is available.
+* ``True``: ``torch.compile`` the per-step bodies (below). ``False``: the eager fused loops.
+
+``torch.compile`` on CPU is opt-in: measured on a 2-core CPU (torch 2.13, T=8, 32x64x16x16,
+``benchmarks/neurons.py --compile``), the first call spent 18-36 s compiling and the compiled
+path was no faster than the eager loops (9.8 vs 8.8 ms per forward + backward). When
+compiling, the per-step bodies of the forward and backward loops are compiled once per (spec,
+dtype, device) with dynamic shapes, so a new sequence length or batch size does not
+recompile. A failure to compile falls back to the eager loops: silently under ``auto``, with
+one warning when compiling was asked for explicitly. Compiled steps are pure functions (each
+step's ops fuse into one kernel; the loop copies their results into the outputs) and may
+contract multiply-adds differently, so their spikes can differ from the reference at exact
+threshold crossings; the eager loops and the C++ backend cannot.
 """
 
 from __future__ import annotations
@@ -60,6 +79,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from snngen.spiking import _lif_cpp
 from snngen.spiking.surrogate import ATan, Surrogate
 
 FORMS = ("spikingjelly", "snntorch", "fsvae", "if")
@@ -403,10 +423,10 @@ def _backward_loop(
 
 
 def parse_compile(value: bool | str | None) -> bool | str:
-    """Normalise a compile switch to ``True``, ``False`` or ``"auto"``.
+    """Normalise a compile switch to ``True``, ``False``, ``"auto"`` or ``"cpp"``.
 
     ``None`` reads ``SNNGEN_COMPILE`` (unset: ``"auto"``); strings ``1/true/on/yes``,
-    ``0/false/off/no`` and ``auto`` are accepted. Raises ``ValueError`` otherwise.
+    ``0/false/off/no``, ``auto`` and ``cpp`` are accepted. Raises ``ValueError`` otherwise.
     """
     if value is None:
         value = os.environ.get(COMPILE_ENV, "auto")
@@ -419,17 +439,60 @@ def parse_compile(value: bool | str | None) -> bool | str:
         return True
     if key in ("auto", ""):
         return "auto"
+    if key == "cpp":
+        return "cpp"
     raise ValueError(
-        f"compile / {COMPILE_ENV} must be auto, 1 (true) or 0 (false), got {value!r}"
+        f"compile / {COMPILE_ENV} must be auto, 1 (true), 0 (false) or cpp, got {value!r}"
     )
 
 
 def _resolve_compile(compile: bool | str | None, device: torch.device) -> tuple[bool, bool]:
-    """Return ``(compile, explicit)`` from the argument or ``SNNGEN_COMPILE`` (see module doc)."""
+    """Return ``(torch.compile?, explicit)`` from the argument or ``SNNGEN_COMPILE``.
+
+    ``"cpp"`` never uses ``torch.compile`` (where the C++ backend cannot run, the eager loops
+    do); see :func:`_use_cpp` for the C++ backend itself.
+    """
     value = parse_compile(compile)
     if value == "auto":
         return device.type == "cuda" and _has_triton(), False
+    if value == "cpp":
+        return False, True
     return bool(value), True
+
+
+_CPP_WARNED: set[str] = set()  # reasons already warned about (one warning each)
+
+
+def _use_cpp(value: bool | str, x: Tensor, spec: NeuronSpec) -> bool:
+    """Whether to run the C++ backend for the parsed switch ``value`` and input ``x`` [T, N].
+
+    ``"cpp"`` builds the extension when missing and warns once per reason it cannot run;
+    ``"auto"`` uses it on CPU only when already built, silently otherwise.
+    """
+    if value not in ("cpp", "auto") or torch.compiler.is_compiling():
+        return False
+    explicit = value == "cpp"
+    if not explicit and x.device.type != "cpu":
+        return False
+    if x.device.type != "cpu":
+        reason = f"the input is on {x.device} (the C++ LIF backend is CPU-only)"
+    elif x.dtype not in _lif_cpp.DTYPES:
+        reason = f"dtype {x.dtype} (the C++ LIF backend takes float32 and float64)"
+    else:
+        reason = _lif_cpp.unsupported(spec)
+    if reason is None:
+        if not explicit and not _lif_cpp.is_built():
+            return False
+        if _lif_cpp.load(build=explicit) is not None:
+            return True
+        reason = f"the C++ LIF extension could not be built or loaded ({_lif_cpp.last_error()})"
+    message = f"snngen: {reason}; using the eager fused LIF loops"
+    if explicit and reason not in _CPP_WARNED:
+        _CPP_WARNED.add(reason)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+    else:
+        _log.debug(message)
+    return False
 
 
 @functools.lru_cache(maxsize=1)
@@ -521,19 +584,51 @@ class _FusedLIF(torch.autograd.Function):
         return (grad_x if ctx.needs_input_grad[0] else None), grad_k, None, None
 
 
+class _CppLIF(torch.autograd.Function):
+    """The C++ backend as one autograd node; saves ``h`` (and ``x`` if needed), as _FusedLIF."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, decay: Tensor | float, spec: NeuronSpec):  # type: ignore[override]
+        k = decay.detach() if isinstance(decay, Tensor) else decay
+        spikes, h = _lif_cpp.forward(x, k, spec)
+        need_x, need_k = ctx.needs_input_grad[0], isinstance(decay, Tensor) and (
+            ctx.needs_input_grad[1]
+        )
+        ctx.spec, ctx.need_k, ctx.k = spec, need_k, float(k)
+        ctx.k_dtype = decay.dtype if need_k else None
+        ctx.set_materialize_grads(False)
+        if need_x or need_k:
+            ctx.save_for_backward(h, x if _needs_x(spec, need_k) else None)
+        return spikes, h
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_s: Tensor | None, grad_h: Tensor | None):  # type: ignore[override]
+        if grad_s is None and grad_h is None:
+            return None, None, None
+        h, x = ctx.saved_tensors
+        grad_x, grad_k = _lif_cpp.backward(h, x, ctx.k, grad_s, grad_h, ctx.spec, ctx.need_k)
+        if grad_k is not None:
+            grad_k = grad_k.reshape(()).to(ctx.k_dtype)
+        return (grad_x if ctx.needs_input_grad[0] else None), grad_k, None
+
+
 def lif_fused(
     x: Tensor, decay: Tensor | float, spec: NeuronSpec, *, compile: bool | str | None = None
 ) -> tuple[Tensor, Tensor]:
     """Fused multi-step LIF: same contract, spikes and membranes as :func:`lif_reference`.
 
     ``x`` [T, B, ...]; ``decay`` a float or a 0-dim tensor (learnable: its gradient is
-    returned). ``compile``: ``"auto"`` / ``True`` / ``False``, or ``None`` to read
+    returned). ``compile``: ``"auto"`` / ``"cpp"`` / ``True`` / ``False``, or ``None`` to read
     ``SNNGEN_COMPILE`` (see the module docstring). Returns ``(spikes, membrane)``, both shaped
     like ``x``.
     """
     check_multistep_input(x)
     _check_decay(decay)
     flat = x.reshape(x.shape[0], -1).contiguous()
-    use_compile = _resolve_compile(compile, x.device)
-    spikes, h = _FusedLIF.apply(flat, decay, spec, use_compile)
+    value = parse_compile(compile)
+    if _use_cpp(value, flat, spec):
+        spikes, h = _CppLIF.apply(flat, decay, spec)
+    else:
+        spikes, h = _FusedLIF.apply(flat, decay, spec, _resolve_compile(value, x.device))
     return spikes.view(x.shape), h.view(x.shape)

@@ -1,0 +1,502 @@
+"""Optional compiled C++ CPU backend of the fused multi-step LIF (:mod:`snngen.spiking.kernels`).
+
+The whole time loop runs per element in one pass: the forward reads ``x`` [T, N] once and writes
+the spikes and the membrane ``h`` (each [T, N]) once; the backward is one reverse pass over the
+saved ``h`` (plus ``x`` where a derivative needs it) and the output gradients, writing ``dL/dx``.
+Elements are processed in blocks of 2048 (the previous step's rows of the block, still in
+cache, carry the state), the blocks spread over the intra-op threads with ``at::parallel_for``;
+the inner loops are written so that gcc vectorises them (``-O3 -march=native``).
+
+Exactness: the forward performs, element by element, the very operations ATen performs for the
+eager step primitives on this machine's vector units (``torch.add(x, v, alpha=a)`` and
+``addcmul`` with a 0-dim tensor are a fused multiply-add ``fma(v, a, x)``; ``torch.lerp`` is
+``fma(w, end - v, v)`` for ``|w| < 0.5`` else ``fma(w - 1, end - v, end)``), with the same
+constants rounded the same way (computed in Python by :func:`forward_constants`), and is built
+with ``-ffp-contract=off`` so that gcc adds no other contraction: spikes and membranes are
+bit-identical to :func:`snngen.spiking.kernels.lif_reference` (tested). The backward follows the
+same BPTT as the eager fused loop, with the surrogate derivatives of
+:mod:`snngen.spiking.surrogate` written out (agreeing to rounding, tested within 1e-5).
+
+Building: :func:`load` compiles the source with ``torch.utils.cpp_extension.load_inline``
+(gcc, ~30-60 s once) into the torch extensions directory (``TORCH_EXTENSIONS_DIR``, default
+``~/.cache/torch_extensions``) under a name carrying a hash of the source and flags, so a
+changed source never loads a stale library. :func:`is_built` says, without building, whether
+that library is already there; :func:`load` with ``build=False`` only imports it. Build ahead
+of time with ``python -m snngen.spiking._lif_cpp``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+import threading
+import time
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+from snngen.spiking.surrogate import ATan, FastSigmoid, Rectangular, Sigmoid, Triangle
+
+# form codes shared with the C++ source
+_FORM_CODES = {("spikingjelly", True): 0, ("spikingjelly", False): 1, ("snntorch", True): 2,
+               ("snntorch", False): 2, ("fsvae", True): 3, ("fsvae", False): 3, ("if", True): 4,
+               ("if", False): 4}
+# surrogate codes: exact types only (a subclass may override ``grad``: it runs eagerly)
+_SURROGATE_CODES = {ATan: 0, Sigmoid: 1, Rectangular: 2, Triangle: 3, FastSigmoid: 4}
+DTYPES = (torch.float32, torch.float64)
+
+CPP_SOURCE = r"""
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+namespace {
+
+constexpr int64_t BLK = 2048;
+enum Form { SJ = 0, SJ_NDI = 1, SNN = 2, FSVAE = 3, IFORM = 4 };
+enum Sur { ATAN = 0, SIGMOID = 1, RECT = 2, TRI = 3, FAST = 4 };
+
+// Post-reset state v = R(h, s), s in {0, 1}, exactly as the eager ops compute it:
+// soft torch.add(h, s, alpha=-thr) = fma(s, -thr, h); hard addcmul(h, h, s, -1) then
+// torch.add(v, s, alpha=vr) (only when vr != 0).
+template <typename T, bool HARD>
+inline T reset(T h, T s, T nthr, T vr, bool vr_nonzero) {
+  if constexpr (HARD) {
+    T v = std::fma(-h, s, h);
+    return vr_nonzero ? std::fma(s, vr, v) : v;
+  } else {
+    return std::fma(s, nthr, h);
+  }
+}
+
+template <typename T, int F, bool HARD>
+void forward_range(const T* __restrict x, T* __restrict sp_out, T* __restrict h_out,
+                   int64_t steps, int64_t N, int64_t begin, int64_t end,
+                   T thr, T vr, T k, T a1, T kvr) {
+  alignas(64) T vrow[BLK];  // the state before the first step: h = vr, s = 0
+  alignas(64) T zrow[BLK];
+  std::fill(vrow, vrow + BLK, vr);
+  std::fill(zrow, zrow + BLK, T(0));
+  const bool vr_nonzero = vr != T(0);
+  const bool small = std::abs(k) < T(0.5);  // ATen's is_lerp_weight_small
+  const T km1 = k - T(1), nthr = -thr;
+  for (int64_t n0 = begin; n0 < end; n0 += BLK) {
+    const int64_t nb = std::min(BLK, end - n0);
+    for (int64_t t = 0; t < steps; ++t) {
+      const int64_t off = t * N + n0;
+      const T* __restrict xr = x + off;
+      // the previous step's outputs (rows just written: in cache) carry the state
+      const T* __restrict hp = t > 0 ? h_out + off - N : vrow;
+      const T* __restrict sp = t > 0 ? sp_out + off - N : zrow;
+      T* __restrict hr = h_out + off;
+      T* __restrict sr = sp_out + off;
+#pragma GCC ivdep
+      for (int64_t i = 0; i < nb; ++i) {
+        const T xi = xr[i];
+        T hn;
+        if constexpr (F == SNN) {  // u = x + k h_{t-1}, then the reset
+          hn = reset<T, HARD>(std::fma(hp[i], k, xi), sp[i], nthr, vr, vr_nonzero);
+        } else {
+          const T v = reset<T, HARD>(hp[i], sp[i], nthr, vr, vr_nonzero);
+          if constexpr (F == SJ) {  // torch.lerp(v, x (+ vr), k)
+            const T e = vr_nonzero ? xi + vr : xi;
+            hn = small ? std::fma(k, e - v, v) : std::fma(km1, e - v, e);
+          } else if constexpr (F == SJ_NDI) {  // x + (1 - k) v (+ k vr)
+            hn = std::fma(v, a1, xi);
+            if (vr_nonzero) hn = hn + kvr;
+          } else if constexpr (F == FSVAE) {
+            hn = std::fma(v, k, xi);
+          } else {
+            hn = xi + v;
+          }
+        }
+        hr[i] = hn;
+        sr[i] = hn >= thr ? T(1) : T(0);
+      }
+    }
+  }
+}
+
+// g[i] = surrogate'(h[i] - thr), the formulas of snngen/spiking/surrogate.py (``grad``).
+template <typename T>
+void surrogate_grad(const T* __restrict h, T* __restrict g, int64_t nb, T thr, int64_t sur,
+                    T p0, T p1) {
+  switch (sur) {
+    case ATAN: {  // alpha/2 / (1 + (pi/2 alpha x)^2); p0 = alpha
+      const T c = T(M_PI / 2) * p0, half = p0 / T(2);
+      for (int64_t i = 0; i < nb; ++i) {
+        const T z = c * (h[i] - thr);
+        g[i] = half / (T(1) + z * z);
+      }
+      break;
+    }
+    case SIGMOID: {  // alpha s (1 - s), s = sigmoid(alpha x); p0 = alpha
+      for (int64_t i = 0; i < nb; ++i) {
+        const T s = T(1) / (T(1) + std::exp(-(p0 * (h[i] - thr))));
+        g[i] = p0 * s * (T(1) - s);
+      }
+      break;
+    }
+    case RECT: {  // 1[|x + offset| < width/2] / width; p0 = width, p1 = offset
+      const T half = p0 / T(2), inv = T(1) / p0;
+      for (int64_t i = 0; i < nb; ++i) {
+        g[i] = std::abs((h[i] - thr) + p1) < half ? inv : T(0);
+      }
+      break;
+    }
+    case TRI: {  // max(0, 1 - |x|/width) / width; p0 = width
+      for (int64_t i = 0; i < nb; ++i) {
+        g[i] = std::max(T(1) - std::abs(h[i] - thr) / p0, T(0)) / p0;
+      }
+      break;
+    }
+    default: {  // FAST: 1 / (slope |x| + 1)^2; p0 = slope
+      for (int64_t i = 0; i < nb; ++i) {
+        const T q = p0 * std::abs(h[i] - thr) + T(1);
+        g[i] = T(1) / (q * q);
+      }
+    }
+  }
+}
+
+// BPTT over [begin, end): d_t = dL/dh_t = gh_t + sg_t (gs_t + c_{t+1}) + r_{t+1}, c the gradient
+// reaching s_t through step t+1's reset, r the one reaching h_t through step t+1's charge.
+// Returns sum over elements and steps of dL/dk.
+template <typename T, int F, bool HARD>
+double backward_range(const T* __restrict h, const T* __restrict x, const T* __restrict gs,
+                      const T* __restrict gh, T* __restrict gx, int64_t steps, int64_t N,
+                      int64_t begin, int64_t end, T thr, T vr, T k, T a, T b, int64_t sur,
+                      T p0, T p1, bool detach, bool need_k) {
+  alignas(64) T dn[BLK];    // d_{t+1}
+  alignas(64) T dun[BLK];   // snntorch: dL/du_{t+1}
+  alignas(64) T sg[BLK];
+  alignas(64) T kacc[BLK];
+  alignas(64) T zero[BLK];
+  std::fill(zero, zero + BLK, T(0));
+  const T nthr = -thr, one = T(1);
+  const bool vr_nonzero = vr != T(0);
+  const T cr = detach ? T(0) : one;  // detach_reset: no gradient through the reset's s
+  double total = 0.0;
+  for (int64_t n0 = begin; n0 < end; n0 += BLK) {
+    const int64_t nb = std::min(BLK, end - n0);
+    for (int64_t i = 0; i < nb; ++i) { dn[i] = T(0); dun[i] = T(0); kacc[i] = T(0); }
+    for (int64_t t = steps - 1; t >= 0; --t) {
+      const int64_t off = t * N + n0;
+      const bool first = t == 0;
+      const T* __restrict hr = h + off;
+      const T* __restrict hq = first ? zero : h + off - N;  // h_{t-1} (unused when first)
+      const T* __restrict gsr = gs ? gs + off : zero;
+      const T* __restrict ghr = gh ? gh + off : zero;
+      T* __restrict gxr = gx + off;
+      surrogate_grad<T>(hr, sg, nb, thr, sur, p0, p1);
+      if constexpr (F == SNN) {
+        // x_{t+1} for u_{t+1} = x_{t+1} + k h_t (hard reset; d_{t+1} = 0 at the last step)
+        const T* __restrict xn = (HARD && x && t < steps - 1) ? x + off + N : zero;
+        auto body = [&](auto first_c) {
+          constexpr bool FIRST = decltype(first_c)::value;
+#pragma GCC ivdep
+          for (int64_t i = 0; i < nb; ++i) {
+            T c;  // dh_{t+1}/ds_t d_{t+1}
+            if constexpr (HARD) c = (vr - std::fma(hr[i], k, xn[i])) * dn[i];
+            else c = nthr * dn[i];
+            const T d = ghr[i] + sg[i] * (gsr[i] + cr * c) + k * dun[i];
+            const T hprev = FIRST ? vr : hq[i];
+            T du = d;  // dh_t/du_t = 1 - s_{t-1} (hard)
+            if constexpr (HARD && !FIRST) du = hprev < thr ? d : T(0);
+            gxr[i] = du;
+            kacc[i] += du * hprev;  // du_t/dk = h_{t-1}
+            dn[i] = d;
+            dun[i] = du;
+          }
+        };
+        if (first) body(std::true_type{});
+        else body(std::false_type{});
+      } else {
+#pragma GCC ivdep
+        for (int64_t i = 0; i < nb; ++i) {
+          const T hi = hr[i];
+          T c, r;  // dv_{t+1}/ds_t, dv_{t+1}/dh_t
+          if constexpr (HARD) {
+            c = vr - hi;
+            r = hi >= thr ? T(0) : one;
+          } else {
+            c = nthr;
+            r = one;
+          }
+          const T d = ghr[i] + sg[i] * (gsr[i] + cr * a * c * dn[i]) + a * r * dn[i];
+          gxr[i] = b * d;
+          dn[i] = d;
+        }
+        if (need_k && F != IFORM) {  // dh_t/dk from v_t = R(h_{t-1}, s_{t-1}) (v_0 = vr)
+          const T* __restrict xr = x ? x + off : zero;
+#pragma GCC ivdep
+          for (int64_t i = 0; i < nb; ++i) {
+            T v = vr;
+            if (!first) {
+              const T hp = hq[i];
+              v = reset<T, HARD>(hp, hp >= thr ? one : T(0), nthr, vr, vr_nonzero);
+            }
+            T w;
+            if constexpr (F == SJ) w = xr[i] + vr - v;
+            else if constexpr (F == SJ_NDI) w = vr - v;
+            else w = v;
+            kacc[i] += dn[i] * w;
+          }
+        }
+      }
+    }
+    if (need_k) {
+      for (int64_t i = 0; i < nb; ++i) total += static_cast<double>(kacc[i]);
+    }
+  }
+  return total;
+}
+
+template <typename Fn>
+void with_form(int64_t form, bool hard, Fn&& fn) {
+  auto go = [&](auto f) {
+    if (hard) fn(f, std::true_type{});
+    else fn(f, std::false_type{});
+  };
+  switch (form) {
+    case SJ: go(std::integral_constant<int, SJ>{}); break;
+    case SJ_NDI: go(std::integral_constant<int, SJ_NDI>{}); break;
+    case SNN: go(std::integral_constant<int, SNN>{}); break;
+    case FSVAE: go(std::integral_constant<int, FSVAE>{}); break;
+    case IFORM: go(std::integral_constant<int, IFORM>{}); break;
+    default: TORCH_CHECK(false, "snngen lif: unknown form code ", form);
+  }
+}
+
+void check(const at::Tensor& t, const at::Tensor& like, const char* what) {
+  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() && t.sizes() == like.sizes() &&
+              t.scalar_type() == like.scalar_type(),
+              "snngen lif: ", what, " must be a contiguous CPU tensor shaped and typed like h");
+}
+
+int64_t grain(int64_t steps) { return std::max<int64_t>(BLK, 32768 / std::max<int64_t>(steps, 1)); }
+
+}  // namespace
+
+std::vector<at::Tensor> lif_forward(at::Tensor x, int64_t form, bool hard, double thr, double vr,
+                                    double k, double a1, double kvr) {
+  TORCH_CHECK(x.dim() == 2 && x.device().is_cpu() && x.is_contiguous(),
+              "snngen lif: x must be a contiguous CPU tensor shaped [T, N]");
+  auto spikes = at::empty_like(x);
+  auto h = at::empty_like(x);
+  const int64_t steps = x.size(0), N = x.size(1);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lif_forward", [&] {
+    using T = scalar_t;
+    const T* xp = x.data_ptr<T>();
+    T* sp = spikes.data_ptr<T>();
+    T* hp = h.data_ptr<T>();
+    with_form(form, hard, [&](auto f, auto hd) {
+      at::parallel_for(0, N, grain(steps), [&](int64_t b0, int64_t b1) {
+        forward_range<T, decltype(f)::value, decltype(hd)::value>(
+            xp, sp, hp, steps, N, b0, b1, T(thr), T(vr), T(k), T(a1), T(kvr));
+      });
+    });
+  });
+  return {spikes, h};
+}
+
+std::vector<at::Tensor> lif_backward(at::Tensor h, c10::optional<at::Tensor> x,
+                                     c10::optional<at::Tensor> grad_s,
+                                     c10::optional<at::Tensor> grad_h, int64_t form, bool hard,
+                                     bool detach, double thr, double vr, double k, double a,
+                                     double b, int64_t sur, double p0, double p1, bool need_k) {
+  TORCH_CHECK(h.dim() == 2 && h.device().is_cpu() && h.is_contiguous(),
+              "snngen lif: h must be a contiguous CPU tensor shaped [T, N]");
+  const bool has_x = x.has_value() && x->defined();
+  const bool has_gs = grad_s.has_value() && grad_s->defined();
+  const bool has_gh = grad_h.has_value() && grad_h->defined();
+  if (has_x) check(*x, h, "x");
+  if (has_gs) check(*grad_s, h, "grad_s");
+  if (has_gh) check(*grad_h, h, "grad_h");
+  TORCH_CHECK(has_x || !((form == SNN && hard && !detach) || (form == SJ && need_k)),
+              "snngen lif: this backward needs the saved input x");
+  auto gx = at::empty_like(h);
+  const int64_t steps = h.size(0), N = h.size(1);
+  double gk = 0.0;
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "lif_backward", [&] {
+    using T = scalar_t;
+    const T* hp = h.data_ptr<T>();
+    const T* xp = has_x ? x->data_ptr<T>() : nullptr;
+    const T* gsp = has_gs ? grad_s->data_ptr<T>() : nullptr;
+    const T* ghp = has_gh ? grad_h->data_ptr<T>() : nullptr;
+    T* gxp = gx.data_ptr<T>();
+    with_form(form, hard, [&](auto f, auto hd) {
+      gk = at::parallel_reduce(0, N, grain(steps), 0.0,
+          [&](int64_t b0, int64_t b1, double acc) {
+            return acc + backward_range<T, decltype(f)::value, decltype(hd)::value>(
+                hp, xp, gsp, ghp, gxp, steps, N, b0, b1, T(thr), T(vr), T(k), T(a), T(b),
+                sur, T(p0), T(p1), detach, need_k);
+          },
+          std::plus<double>());
+    });
+  });
+  return {gx, at::scalar_tensor(gk, at::kDouble)};
+}
+"""
+
+_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"]
+NAME = "snngen_lif_" + hashlib.sha1(
+    (CPP_SOURCE + " ".join(_FLAGS) + torch.__version__).encode()
+).hexdigest()[:12]
+
+_lock = threading.Lock()
+_module: ModuleType | None = None
+_error: str | None = None  # why the last build / import failed (then no retry in this process)
+
+
+def build_directory() -> Path:
+    """Where the extension is (or would be) built: ``<torch extensions dir>/<NAME>``."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    return Path(_get_build_directory(NAME, verbose=False))
+
+
+def _library_path() -> Path:
+    # the name torch.utils.cpp_extension gives the library it builds
+    return build_directory() / (NAME + (".pyd" if sys.platform == "win32" else ".so"))
+
+
+def is_built() -> bool:
+    """Whether the compiled library for this source is already in the extensions cache."""
+    try:
+        return _module is not None or _library_path().is_file()
+    except Exception:  # an unusable extensions directory
+        return False
+
+
+def last_error() -> str | None:
+    """The error of the last failed build or import in this process, or None."""
+    return _error
+
+
+def _import_built() -> ModuleType:
+    path = _library_path()
+    spec = importlib.util.spec_from_file_location(NAME, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import the extension library {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load(build: bool = True, verbose: bool = False) -> ModuleType | None:
+    """The compiled extension module, or None when it is not available.
+
+    ``build=False`` only imports an already built library (fast, never compiles); ``build=True``
+    compiles it when missing (~30-60 s, once per source version and machine; concurrent
+    processes wait on torch's file lock). A failure is remembered (see :func:`last_error`) and
+    not retried in this process.
+    """
+    global _module, _error
+    if _module is not None:
+        return _module
+    if _error is not None:
+        return None
+    with _lock:
+        if _module is not None:
+            return _module
+        try:
+            if _library_path().is_file():
+                _module = _import_built()
+            elif build:
+                from torch.utils.cpp_extension import load_inline
+
+                _module = load_inline(
+                    NAME, cpp_sources=[CPP_SOURCE], functions=["lif_forward", "lif_backward"],
+                    extra_cflags=list(_FLAGS), verbose=verbose,
+                )
+        except Exception as err:  # no compiler, a bad toolchain, a partial library...
+            _error = f"{type(err).__name__}: {str(err).strip()[-2000:]}"
+    return _module
+
+
+def unsupported(spec) -> str | None:
+    """Why ``spec`` (a :class:`~snngen.spiking.kernels.NeuronSpec`) cannot run in C++, or None."""
+    if type(spec.surrogate) not in _SURROGATE_CODES:
+        return (
+            f"surrogate {type(spec.surrogate).__name__} has no C++ derivative (supported: "
+            f"{', '.join(c.__name__ for c in _SURROGATE_CODES)})"
+        )
+    return None
+
+
+def _surrogate_params(sur) -> tuple[int, float, float]:
+    code = _SURROGATE_CODES[type(sur)]
+    if isinstance(sur, (ATan, Sigmoid)):
+        return code, float(sur.alpha), 0.0
+    if isinstance(sur, Rectangular):
+        return code, float(sur.width), float(sur.offset)
+    if isinstance(sur, Triangle):
+        return code, float(sur.width), 0.0
+    return code, float(sur.slope), 0.0
+
+
+def forward_constants(spec, k: Tensor | float) -> tuple[float, float, float]:
+    """``(k, 1 - k, k v_r)`` rounded exactly as the eager ops round them.
+
+    A float decay stays a Python float (ATen rounds each to the tensor dtype); a 0-dim tensor
+    decay gives tensor arithmetic in its dtype, as in :func:`kernels._charge`.
+    """
+    if isinstance(k, Tensor):
+        return float(k), float(1.0 - k), float(k * spec.vr)
+    return float(k), 1.0 - k, k * spec.vr
+
+
+def forward(x: Tensor, k: Tensor | float, spec) -> tuple[Tensor, Tensor]:
+    """Spikes and membranes ``(s, h)`` [T, N] of ``x`` [T, N] (contiguous, float32/64, CPU)."""
+    module = load(build=False)
+    assert module is not None, "call load() first"
+    kf, a1, kvr = forward_constants(spec, k)
+    form = _FORM_CODES[(spec.form, bool(spec.decay_input))]
+    s, h = module.lif_forward(x, form, spec.hard, float(spec.v_threshold), spec.vr, kf, a1, kvr)
+    return s, h
+
+
+def backward(
+    h: Tensor, x: Tensor | None, k: float, grad_s: Tensor | None, grad_h: Tensor | None, spec,
+    need_k: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """BPTT from the saved ``h`` [T, N]; returns ``(dL/dx [T, N], dL/dk as a float64 0-dim
+    tensor, or None unless need_k)``. Gradients may have any strides (made contiguous)."""
+    module = load(build=False)
+    assert module is not None, "call load() first"
+    form = _FORM_CODES[(spec.form, bool(spec.decay_input))]
+    if spec.form == "spikingjelly":
+        a, b = 1.0 - k, (k if spec.decay_input else 1.0)
+    elif spec.form in ("fsvae", "snntorch"):
+        a, b = k, 1.0
+    else:
+        a, b = 1.0, 1.0
+    sur, p0, p1 = _surrogate_params(spec.surrogate)
+    gs = None if grad_s is None else grad_s.contiguous()
+    gh = None if grad_h is None else grad_h.contiguous()
+    gx, gk = module.lif_backward(
+        h, x, gs, gh, form, spec.hard, bool(spec.detach_reset), float(spec.v_threshold),
+        spec.vr, k, a, b, sur, p0, p1, bool(need_k) and spec.form != "if",
+    )
+    return gx, (gk if need_k else None)
+
+
+def main() -> None:
+    """``python -m snngen.spiking._lif_cpp``: build (or find) the extension, print where."""
+    start = time.perf_counter()
+    module = load(build=True, verbose="-v" in sys.argv)
+    took = time.perf_counter() - start
+    if module is None:
+        print(f"snngen LIF C++ extension: build failed: {_error}")
+        raise SystemExit(1)
+    print(f"snngen LIF C++ extension {NAME} ready in {build_directory()} ({took:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

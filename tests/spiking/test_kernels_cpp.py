@@ -1,0 +1,222 @@
+"""The C++ LIF backend: == reference (spikes, membranes bit-identical; gradients to 1e-5), switch.
+
+Tests that need the compiled extension use it when it is already built (``python -m
+snngen.spiking._lif_cpp``) and skip otherwise; the one that builds it (~30-60 s) is marked
+``slow``. Switch and fallback tests stub the extension and always run.
+"""
+
+import warnings
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from snngen.spiking import _lif_cpp, kernels
+from snngen.spiking.kernels import NeuronSpec, lif_fused, lif_reference
+from snngen.spiking.surrogate import ATan, FastSigmoid, Rectangular, Sigmoid, Triangle
+
+SURROGATES = [ATan(), Sigmoid(), Rectangular(width=1.0, offset=0.3), Triangle(0.5), FastSigmoid()]
+FORM_IDS = ["sj", "sj-nodecayin", "snntorch", "fsvae", "if"]
+FORMS = [
+    ("spikingjelly", True),
+    ("spikingjelly", False),
+    ("snntorch", True),
+    ("fsvae", True),
+    ("if", True),
+]
+RESETS = [0.0, -0.3, None]
+GEN = torch.Generator().manual_seed(0)  # the global RNG is left alone (other tests use it)
+
+
+@pytest.fixture(scope="module")
+def cpp():
+    """The extension module when already built; else skip (test_cpp_builds_and_matches builds)."""
+    if not _lif_cpp.is_built():
+        pytest.skip("C++ LIF extension not built (python -m snngen.spiking._lif_cpp, or -m slow)")
+    module = _lif_cpp.load(build=False)
+    if module is None:
+        pytest.skip(f"C++ LIF extension unavailable: {_lif_cpp.last_error()}")
+    return module
+
+
+def backend(t):
+    """The autograd node that made ``t`` (behind lif_fused's final view): "_CppLIF..." etc."""
+    node = t.grad_fn
+    while type(node).__name__ == "ViewBackward0":
+        node = node.next_functions[0][0]
+    return type(node).__name__
+
+
+def cpp_fused(x, decay, spec):
+    """lif_fused forced onto the C++ backend; a fallback to eager would warn (an error here)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        spikes, mem = lif_fused(x, decay, spec, compile="cpp")
+    assert backend(spikes).startswith("_CppLIF")
+    return spikes, mem
+
+
+def run(fn, x, decay, spec, grad_s, grad_h, learn):
+    """Spikes, membrane and gradients (x, and decay when ``learn``) of one kernel."""
+    x = x.clone().requires_grad_()
+    k = torch.tensor(decay, dtype=x.dtype, requires_grad=True) if learn else decay
+    spikes, mem = fn(x, k, spec)
+    loss = 0.0
+    if grad_s is not None:
+        loss = loss + (spikes * grad_s).sum()
+    if grad_h is not None:
+        loss = loss + (mem * grad_h).sum()
+    inputs = [x, k] if learn else [x]
+    grads = torch.autograd.grad(loss, inputs, allow_unused=True)
+    return spikes, mem, grads
+
+
+def assert_same(x, decay, spec, grad_s, grad_h, learn):
+    s1, h1, g1 = run(cpp_fused, x, decay, spec, grad_s, grad_h, learn)
+    s2, h2, g2 = run(lif_reference, x, decay, spec, grad_s, grad_h, learn)
+    assert torch.equal(s1, s2), f"spikes differ for {spec}"
+    assert torch.equal(h1, h2), f"membranes differ for {spec}"
+    for a, r in zip(g1, g2, strict=True):
+        if r is None:  # IF: the decay is unused by the reference
+            assert a is None or torch.all(a == 0)
+            continue
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5, msg=f"gradient for {spec}")
+
+
+shapes = st.tuples(
+    st.integers(1, 6),  # T
+    st.integers(1, 3),  # B
+    st.lists(st.integers(1, 7), min_size=0, max_size=2),  # feature dims (N up to 147)
+)
+
+
+@pytest.mark.parametrize("reset", RESETS, ids=["hard0", "hard-0.3", "soft"])
+@pytest.mark.parametrize("form,decay_input", FORMS, ids=FORM_IDS)
+@settings(max_examples=6, deadline=None)
+@given(
+    shape=shapes,
+    seed=st.integers(0, 2**31 - 1),
+    detach=st.booleans(),
+    decay=st.sampled_from([0.5, 0.25, 0.8, 0.3, 0.7]),
+    threshold=st.sampled_from([1.0, 0.5, 0.2]),
+    outputs=st.sampled_from(["spikes", "membrane", "both"]),
+    learn=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+def test_cpp_matches_reference(
+    cpp, form, decay_input, reset, shape, seed, detach, decay, threshold, outputs, learn, dtype
+):
+    """Every form x reset x surrogate (x detach, dtype, learnable decay): bit-identical spikes
+    and membranes, gradients within 1e-5."""
+    t, b, feats = shape
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.randn(t, b, *feats, generator=gen) * 0.8 + 0.4).to(dtype)
+    grad_s = torch.randn(x.shape, generator=gen).to(dtype) if outputs != "membrane" else None
+    grad_h = torch.randn(x.shape, generator=gen).to(dtype) if outputs != "spikes" else None
+    for sur in SURROGATES:
+        spec = NeuronSpec(form, threshold, reset, detach, decay_input, sur)
+        assert_same(x, decay, spec, grad_s, grad_h, learn)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cpp_blocks_and_threads(cpp, threads):
+    """Many elements (several 512-element blocks, split over threads), strided upstream
+    gradients and a learnable decay: still equal to the reference."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        gen = torch.Generator().manual_seed(7)
+        x = torch.randn(3, 5, 2100, generator=gen) + 0.3
+        grad_s = torch.randn(5, 3, 2100, generator=gen).transpose(0, 1)  # non-contiguous
+        for spec in (NeuronSpec(), NeuronSpec("snntorch", 0.5, 0.0, False, True, Sigmoid())):
+            assert_same(x, 0.3, spec, grad_s, None, learn=True)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_auto_uses_a_built_extension(cpp, monkeypatch):
+    """With the extension built, ``auto`` runs it on CPU (silently) and ``0`` does not."""
+    monkeypatch.delenv(kernels.COMPILE_ENV, raising=False)
+    x = torch.randn(4, 2, 3, generator=GEN).requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        spikes, _ = lif_fused(x, 0.5, NeuronSpec())
+    assert backend(spikes).startswith("_CppLIF")
+    spikes, _ = lif_fused(x, 0.5, NeuronSpec(), compile=False)
+    assert backend(spikes).startswith("_FusedLIF")
+
+
+@pytest.mark.slow
+def test_cpp_builds_and_matches():
+    """Build the extension if missing (slow: ~30-60 s), then one spec against the reference."""
+    if _lif_cpp.load(build=True) is None:
+        pytest.skip(f"C++ LIF extension cannot be built here: {_lif_cpp.last_error()}")
+    x = torch.randn(5, 3, 40, generator=torch.Generator().manual_seed(1)) + 0.5
+    g = torch.randn(x.shape, generator=GEN)
+    assert_same(x, 0.5, NeuronSpec("fsvae", 0.2, None, False, True, Rectangular()), g, g, True)
+
+
+# --------------------------------------------------------------------------- switch, fallback
+# (no extension needed: the extension is stubbed)
+
+
+def test_cpp_switch_parsing(monkeypatch):
+    monkeypatch.setenv(kernels.COMPILE_ENV, "cpp")
+    assert kernels.parse_compile(None) == "cpp"
+    assert kernels.parse_compile(" CPP ") == "cpp"
+    assert kernels._resolve_compile("cpp", torch.device("cpu")) == (False, True)
+    with pytest.raises(ValueError, match="auto, 1 \\(true\\), 0 \\(false\\) or cpp, got 'c'"):
+        kernels.parse_compile("c")
+
+
+def test_auto_never_builds(monkeypatch):
+    """``auto`` with nothing built runs the eager loops, without building or warning."""
+    monkeypatch.delenv(kernels.COMPILE_ENV, raising=False)
+    calls = []
+    monkeypatch.setattr(_lif_cpp, "is_built", lambda: False)
+    monkeypatch.setattr(_lif_cpp, "load", lambda build=True, verbose=False: calls.append(build))
+    x = torch.randn(3, 2, 4, generator=GEN).requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        spikes, _ = lif_fused(x, 0.5, NeuronSpec())
+    assert not calls
+    assert backend(spikes).startswith("_FusedLIF")
+    assert torch.equal(spikes, lif_reference(x, 0.5, NeuronSpec())[0])
+
+
+def test_cpp_build_failure_warns_once(monkeypatch):
+    """An explicit ``cpp`` whose build fails warns once (naming the error), then runs eagerly;
+    under ``auto`` (library present but unloadable) it is silent."""
+    monkeypatch.setattr(kernels, "_CPP_WARNED", set())
+    monkeypatch.setattr(_lif_cpp, "load", lambda build=True, verbose=False: None)
+    monkeypatch.setattr(_lif_cpp, "last_error", lambda: "CalledProcessError: no gcc")
+    x = torch.randn(3, 2, 4, generator=GEN)
+    want = lif_reference(x, 0.5, NeuronSpec())[0]
+    with pytest.warns(RuntimeWarning, match="could not be built.*no gcc"):
+        got = lif_fused(x, 0.5, NeuronSpec(), compile="cpp")[0]
+    assert torch.equal(got, want)
+    monkeypatch.setattr(_lif_cpp, "is_built", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(lif_fused(x, 0.5, NeuronSpec(), compile="cpp")[0], want)  # once
+        assert torch.equal(lif_fused(x, 0.5, NeuronSpec(), compile="auto")[0], want)
+
+
+def test_cpp_unsupported_falls_back(monkeypatch):
+    """A custom surrogate subclass or a half-precision input runs eagerly (one warning each)."""
+    monkeypatch.setattr(kernels, "_CPP_WARNED", set())
+
+    class Wider(ATan):
+        def grad(self, x):
+            return 2 * super().grad(x)
+
+    spec = NeuronSpec(surrogate=Wider())
+    assert "Wider" in _lif_cpp.unsupported(spec)
+    assert _lif_cpp.unsupported(NeuronSpec(surrogate=Triangle(0.3))) is None
+    x = torch.randn(3, 2, 4, generator=GEN).requires_grad_()
+    with pytest.warns(RuntimeWarning, match="surrogate Wider has no C\\+\\+ derivative"):
+        spikes, _ = lif_fused(x, 0.5, spec, compile="cpp")
+    assert backend(spikes).startswith("_FusedLIF")
+    with pytest.warns(RuntimeWarning, match="float32 and float64"):
+        assert not kernels._use_cpp("cpp", x.detach().reshape(3, -1).half(), NeuronSpec())

@@ -18,9 +18,10 @@ def tiny_data():
     return TensorDataset(x, torch.zeros(64, dtype=torch.long)), DataInfo(channels=1, image_size=8)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
-    """Tests use tiny tensors: one intra-op thread is faster, and immune to a busy machine."""
+    """Tests use tiny tensors: one intra-op thread is faster, and immune to a busy machine
+    (session-wide, so module-scoped fixtures that train run on one thread too)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

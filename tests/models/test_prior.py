@@ -31,20 +31,6 @@ STAGE1 = dict(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One thread for the module-scoped stage-1 fits too (conftest's fixture is per test)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _eager_neurons(monkeypatch):
-    monkeypatch.setenv("SNNGEN_COMPILE", "0")
-
-
 def train_stage1(run_dir, data, info, **model):
     cfg = build_run_config(
         {

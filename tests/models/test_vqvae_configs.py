@@ -21,20 +21,6 @@ SMALL = [p for p in STAGE1 if p.stem.endswith("_small")]
 PAPER_DISC_START = {"celeba": 30001, "lsun_bedroom": 30001, "nmnist": 4685}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One thread for the module-scoped stage-1 fits too (conftest's fixture is per test)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _eager_neurons(monkeypatch):
-    monkeypatch.setenv("SNNGEN_COMPILE", "0")
-
-
 def small_info(cfg) -> DataInfo:
     """The data shape a small config trains on, without loading the data set."""
     size = cfg.data.image_size

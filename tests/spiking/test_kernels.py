@@ -6,6 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kernel_helpers import run
 
 from snngen.spiking import kernels
 from snngen.spiking.kernels import NeuronSpec, lif_fused, lif_reference
@@ -22,21 +23,6 @@ FORMS = [
     ("if", True),
 ]
 RESETS = [0.0, -0.3, None]  # hard to 0, hard to v_reset != 0, soft
-
-
-def run(fn, x, decay, spec, grad_s, grad_h, learn):
-    """Spikes, membrane and gradients (x, and decay when ``learn``) of one kernel."""
-    x = x.clone().requires_grad_()
-    k = torch.tensor(decay, dtype=x.dtype, requires_grad=True) if learn else decay
-    spikes, mem = fn(x, k, spec)
-    loss = 0.0
-    if grad_s is not None:
-        loss = loss + (spikes * grad_s).sum()
-    if grad_h is not None:
-        loss = loss + (mem * grad_h).sum()
-    inputs = [x, k] if learn else [x]
-    grads = torch.autograd.grad(loss, inputs)
-    return spikes, mem, grads
 
 
 shapes = st.tuples(

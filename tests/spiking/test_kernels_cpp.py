@@ -11,6 +11,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kernel_helpers import run
 
 from snngen.spiking import _lif_cpp, kernels
 from snngen.spiking.kernels import NeuronSpec, lif_fused, lif_reference
@@ -55,21 +56,6 @@ def cpp_fused(x, decay, spec):
         spikes, mem = lif_fused(x, decay, spec, compile="cpp")
     assert backend(spikes).startswith("_CppLIF")
     return spikes, mem
-
-
-def run(fn, x, decay, spec, grad_s, grad_h, learn):
-    """Spikes, membrane and gradients (x, and decay when ``learn``) of one kernel."""
-    x = x.clone().requires_grad_()
-    k = torch.tensor(decay, dtype=x.dtype, requires_grad=True) if learn else decay
-    spikes, mem = fn(x, k, spec)
-    loss = 0.0
-    if grad_s is not None:
-        loss = loss + (spikes * grad_s).sum()
-    if grad_h is not None:
-        loss = loss + (mem * grad_h).sum()
-    inputs = [x, k] if learn else [x]
-    grads = torch.autograd.grad(loss, inputs, allow_unused=True)
-    return spikes, mem, grads
 
 
 def assert_same(x, decay, spec, grad_s, grad_h, learn):

@@ -551,6 +551,27 @@ def _run(
 # --------------------------------------------------------------------------- autograd
 
 
+def _save_for_backward(ctx, x: Tensor, decay: Tensor | float, spec: NeuronSpec, h: Tensor) -> None:
+    """Keep what either LIF node's backward needs: the membrane ``h`` ``[T, N]`` (and ``x`` when
+    the form's gradient reads it), the spec, and whether (and in which dtype) ``decay`` wants a
+    gradient. Nothing is saved when no input needs a gradient."""
+    need_x = ctx.needs_input_grad[0]
+    need_k = isinstance(decay, Tensor) and ctx.needs_input_grad[1]
+    ctx.spec, ctx.need_k = spec, need_k
+    ctx.k_dtype = decay.dtype if need_k else None
+    ctx.set_materialize_grads(False)
+    if need_x or need_k:
+        ctx.save_for_backward(h, x if _needs_x(spec, need_k) else None)
+
+
+def _input_grads(ctx, grad_x: Tensor | None, grad_k: Tensor | None) -> tuple:
+    """Return ``(grad_x, grad_decay)`` as autograd expects them: ``None`` where not needed, the
+    decay gradient as a 0-dim tensor of the decay's dtype."""
+    if grad_k is not None:
+        grad_k = grad_k.reshape(()).to(ctx.k_dtype)
+    return (grad_x if ctx.needs_input_grad[0] else None), grad_k
+
+
 class _FusedLIF(torch.autograd.Function):
     """The whole ``[T, N]`` sequence as one autograd node; saves ``h`` (and ``x`` if needed)."""
 
@@ -559,15 +580,9 @@ class _FusedLIF(torch.autograd.Function):
         k = decay.detach() if isinstance(decay, Tensor) else decay
         spikes, h = _run("forward", _forward_loop, _forward_step, (x, k, spec), spec, x,
                          use_compile)
-        need_x, need_k = ctx.needs_input_grad[0], isinstance(decay, Tensor) and (
-            ctx.needs_input_grad[1]
-        )
-        ctx.spec, ctx.need_k, ctx.use_compile = spec, need_k, use_compile
+        _save_for_backward(ctx, x, decay, spec, h)
+        ctx.use_compile = use_compile
         ctx.k = k  # a float, or the detached 0-dim tensor (read in backward: no sync here)
-        ctx.k_dtype = decay.dtype if need_k else None
-        ctx.set_materialize_grads(False)
-        if need_x or need_k:
-            ctx.save_for_backward(h, x if _needs_x(spec, need_k) else None)
         return spikes, h
 
     @staticmethod
@@ -579,9 +594,7 @@ class _FusedLIF(torch.autograd.Function):
         args = (h, x, float(ctx.k), grad_s, grad_h, ctx.spec, ctx.need_k)
         grad_x, grad_k = _run("backward", _backward_loop, _backward_step, args, ctx.spec, h,
                               ctx.use_compile)
-        if grad_k is not None:
-            grad_k = grad_k.reshape(()).to(ctx.k_dtype)
-        return (grad_x if ctx.needs_input_grad[0] else None), grad_k, None, None
+        return *_input_grads(ctx, grad_x, grad_k), None, None
 
 
 class _CppLIF(torch.autograd.Function):
@@ -591,14 +604,8 @@ class _CppLIF(torch.autograd.Function):
     def forward(ctx, x: Tensor, decay: Tensor | float, spec: NeuronSpec):  # type: ignore[override]
         k = decay.detach() if isinstance(decay, Tensor) else decay
         spikes, h = _lif_cpp.forward(x, k, spec)
-        need_x, need_k = ctx.needs_input_grad[0], isinstance(decay, Tensor) and (
-            ctx.needs_input_grad[1]
-        )
-        ctx.spec, ctx.need_k, ctx.k = spec, need_k, float(k)
-        ctx.k_dtype = decay.dtype if need_k else None
-        ctx.set_materialize_grads(False)
-        if need_x or need_k:
-            ctx.save_for_backward(h, x if _needs_x(spec, need_k) else None)
+        _save_for_backward(ctx, x, decay, spec, h)
+        ctx.k = float(k)
         return spikes, h
 
     @staticmethod
@@ -608,9 +615,7 @@ class _CppLIF(torch.autograd.Function):
             return None, None, None
         h, x = ctx.saved_tensors
         grad_x, grad_k = _lif_cpp.backward(h, x, ctx.k, grad_s, grad_h, ctx.spec, ctx.need_k)
-        if grad_k is not None:
-            grad_k = grad_k.reshape(()).to(ctx.k_dtype)
-        return (grad_x if ctx.needs_input_grad[0] else None), grad_k, None
+        return *_input_grads(ctx, grad_x, grad_k), None
 
 
 def lif_fused(

@@ -86,7 +86,7 @@ def spikingjelly_methods() -> tuple[dict[str, Method], str | None]:
     except ImportError as err:
         return {}, (
             f"spikingjelly skipped ({err}); install it without torchvision: "
-            "pip install --no-deps spikingjelly==2.0.0"
+            "pip install --no-deps spikingjelly==2.0.0 && pip install loguru"
         )
     if "torchvision" in sys.modules:
         return {}, "spikingjelly skipped: importing it pulled in torchvision"

@@ -2,6 +2,22 @@
 
 import torch
 
+from snngen.spiking.surrogate import ATan, FastSigmoid, Rectangular, Sigmoid, Triangle
+
+# the grid every kernel is checked on: each surrogate x (form, decay_input) x reset
+SURROGATES = [ATan(), Sigmoid(), Rectangular(width=1.0, offset=0.3), Triangle(0.5), FastSigmoid()]
+# (form, decay_input): the four update forms, spikingjelly with decay_input on and off
+FORM_IDS = ["sj", "sj-nodecayin", "snntorch", "fsvae", "if"]
+FORMS = [
+    ("spikingjelly", True),
+    ("spikingjelly", False),
+    ("snntorch", True),
+    ("fsvae", True),
+    ("if", True),
+]
+RESETS = [0.0, -0.3, None]  # hard to 0, hard to v_reset != 0, soft
+RESET_IDS = ["hard0", "hard-0.3", "soft"]
+
 
 def run(fn, x, decay, spec, grad_s, grad_h, learn):
     """Spikes, membrane and gradients (x, and decay when ``learn``) of one kernel

@@ -6,24 +6,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kernel_helpers import run
+from kernel_helpers import FORM_IDS, FORMS, RESET_IDS, RESETS, SURROGATES, run
 
 from snngen.spiking import kernels
 from snngen.spiking.kernels import NeuronSpec, lif_fused, lif_reference
-from snngen.spiking.surrogate import ATan, FastSigmoid, Rectangular, Sigmoid, Triangle
-
-SURROGATES = [ATan(), Sigmoid(), Rectangular(width=1.0, offset=0.3), Triangle(0.5), FastSigmoid()]
-# (form, decay_input): the four update forms, spikingjelly with decay_input on and off
-FORM_IDS = ["sj", "sj-nodecayin", "snntorch", "fsvae", "if"]
-FORMS = [
-    ("spikingjelly", True),
-    ("spikingjelly", False),
-    ("snntorch", True),
-    ("fsvae", True),
-    ("if", True),
-]
-RESETS = [0.0, -0.3, None]  # hard to 0, hard to v_reset != 0, soft
-
+from snngen.spiking.surrogate import ATan, Sigmoid
 
 shapes = st.tuples(
     st.integers(1, 6),  # T
@@ -32,7 +19,7 @@ shapes = st.tuples(
 )
 
 
-@pytest.mark.parametrize("reset", RESETS, ids=["hard0", "hard-0.3", "soft"])
+@pytest.mark.parametrize("reset", RESETS, ids=RESET_IDS)
 @pytest.mark.parametrize("detach", [False, True], ids=["", "detach"])
 @pytest.mark.parametrize("form,decay_input", FORMS, ids=FORM_IDS)
 @settings(max_examples=6, deadline=None)

@@ -11,22 +11,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kernel_helpers import run
+from kernel_helpers import FORM_IDS, FORMS, RESET_IDS, RESETS, SURROGATES, run
 
 from snngen.spiking import _lif_cpp, kernels
 from snngen.spiking.kernels import NeuronSpec, lif_fused, lif_reference
-from snngen.spiking.surrogate import ATan, FastSigmoid, Rectangular, Sigmoid, Triangle
+from snngen.spiking.surrogate import ATan, Rectangular, Sigmoid, Triangle
 
-SURROGATES = [ATan(), Sigmoid(), Rectangular(width=1.0, offset=0.3), Triangle(0.5), FastSigmoid()]
-FORM_IDS = ["sj", "sj-nodecayin", "snntorch", "fsvae", "if"]
-FORMS = [
-    ("spikingjelly", True),
-    ("spikingjelly", False),
-    ("snntorch", True),
-    ("fsvae", True),
-    ("if", True),
-]
-RESETS = [0.0, -0.3, None]
 GEN = torch.Generator().manual_seed(0)  # the global RNG is left alone (other tests use it)
 
 
@@ -77,7 +67,7 @@ shapes = st.tuples(
 )
 
 
-@pytest.mark.parametrize("reset", RESETS, ids=["hard0", "hard-0.3", "soft"])
+@pytest.mark.parametrize("reset", RESETS, ids=RESET_IDS)
 @pytest.mark.parametrize("form,decay_input", FORMS, ids=FORM_IDS)
 @settings(max_examples=6, deadline=None)
 @given(

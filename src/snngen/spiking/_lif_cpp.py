@@ -10,8 +10,8 @@ into those rows and then written with non-temporal (streaming) stores where the 
 AVX-512: a [T, N] output is far larger than the caches and is not read back by the kernel, and
 an ordinary store would first read each cache line in (read-for-ownership), doubling the
 write traffic. At T=8 on the benchmark tensor (snnTorch form, one thread) that took the forward
-from ~3.9 to ~2.3 ms and the backward from ~4.5 to ~3.6 ms. Built with ``-DSNNGEN_STREAM=0``,
-the rows are copied out with plain stores.
+from ~3.9 to ~2.3 ms and the backward from ~4.5 to ~3.6 ms. Compiled with
+``-DSNNGEN_STREAM=0`` (not a default flag), the rows are copied out with plain stores.
 
 Exactness: the forward performs, element by element, the very operations ATen performs for the
 eager step primitives on this machine's vector units (``torch.add(x, v, alpha=a)`` and
@@ -33,8 +33,10 @@ of time with ``python -m snngen.spiking._lif_cpp``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
+import os
 import sys
 import threading
 import time
@@ -425,6 +427,13 @@ _error: str | None = None  # why the last build / import failed (then no retry i
 
 def build_directory() -> Path:
     """Where the extension is (or would be) built: ``<torch extensions dir>/<NAME>``."""
+    return _build_directory_in(os.environ.get("TORCH_EXTENSIONS_DIR"))
+
+
+@functools.lru_cache(maxsize=4)
+def _build_directory_in(extensions_dir: str | None) -> Path:
+    # torch works the folder out (and creates it) on every call, ~40 us: is_built() runs on
+    # every auto-mode LIF call while the extension is not built, so remember it per setting
     from torch.utils.cpp_extension import _get_build_directory
 
     return Path(_get_build_directory(NAME, verbose=False))

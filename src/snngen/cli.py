@@ -8,10 +8,10 @@ writing nothing.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
+import typing
 from pathlib import Path
 
 from snngen.errors import SnngenError
@@ -25,6 +25,8 @@ EPILOG_TRAIN = """examples:
 EPILOG_SAMPLE = """examples:
   snngen sample runs/sae_mnist5k --n 64 --out samples.png
   snngen sample runs/ddpm_mnist5k --n 16 --solver dpm-solver --steps 20 --out dpm20.png
+  snngen sample runs/sae_mnist5k --n 50000 --batch-size 500 --out samples/   (one PNG each)
+  snngen sample runs/sae_mnist5k --n 50000 --out samples.npy                 (one array)
 """
 EPILOG_EVAL = """examples:
   snngen eval runs/sae_mnist5k --metrics fid,kid,is,pr --n 1000
@@ -47,10 +49,57 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _finite(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """argparse type: a generator seed, a whole number in [0, 2**63)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**63), got {value}")
+    return value
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (then exit status 2)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        first = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {first} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``snngen`` command."""
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="snngen",
         description="Spiking-neural-network generative models: train, sample, evaluate.",
         epilog="run 'snngen COMMAND --help' for a command's options and examples",
@@ -70,17 +119,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run", help="run folder")
     p.add_argument("--n", type=positive_int, default=64, help="number of samples (default 64)")
-    p.add_argument("--out", default=None, help="output PNG (default RUN/samples.png)")
-    p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="FILE.png grid (default RUN/samples.png; at most 4096 samples), FOLDER/ (one PNG "
+        "per sample) or FILE.npy (float32 array); the last two as large as the disk allows",
+    )
+    p.add_argument("--batch-size", type=positive_int, default=64,
+                   help="samples drawn at once (default 64): memory use, not the result")
+    p.add_argument("--seed", type=seed_int, default=0, help="generator seed (default 0)")
     p.add_argument(
         "--solver", default=None, help="diffusion sampler: ddpm|ddim|analytic-dpm|dpm-solver"
     )
     p.add_argument("--steps", type=positive_int, default=None, help="sampler steps (diffusion)")
-    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (priors)")
+    p.add_argument("--temperature", type=nonnegative_float, default=None,
+                   help="sampling temperature >= 0 (priors; 0: most likely token)")
     p.add_argument("--top-k", type=positive_int, default=None, help="top-k sampling (priors)")
     p.add_argument(
         "--threshold-scale",
-        type=float,
+        type=positive_float,
         default=None,
         help="threshold-guided sampling: scale every neuron threshold (spiking diffusion)",
     )
@@ -101,13 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["classifier", "inception"],
         help="feature network for fid/kid/is/pr (default classifier)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0, help="generator seed (default 0)")
     p.add_argument("--out", default=None, help="JSON file (default RUN/metrics.json)")
     p.add_argument(
         "--solver", default=None, help="diffusion sampler: ddpm|ddim|analytic-dpm|dpm-solver"
     )
     p.add_argument("--steps", type=positive_int, default=None, help="sampler steps (diffusion)")
-    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (priors)")
+    p.add_argument("--temperature", type=nonnegative_float, default=None,
+                   help="sampling temperature >= 0 (priors)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="samples drawn at once (default: the config's eval.batch_size)")
 
     p = sub.add_parser(
         "info",
@@ -143,28 +203,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from snngen.config import load_config, save_config
-    from snngen.runs import CONFIG_FILE, check_run_dir, data_info, new_run_dir, open_datasets
+    from snngen.config import save_config
+    from snngen.preflight import prepare_training
+    from snngen.runs import CONFIG_FILE
     from snngen.train import fit
 
-    cfg = load_config(args.config, args.overrides)
-    train_set, test_set = open_datasets(cfg)
-    info = data_info(train_set)
     child = os.environ.get("SNNGEN_RUN_DIR") and os.environ.get("LOCAL_RANK", "0") != "0"
-    if args.resume:
-        run_dir = check_run_dir(args.resume)
-    elif child:
-        run_dir = Path(os.environ["SNNGEN_RUN_DIR"])
-    else:
-        run_dir = new_run_dir(cfg)
+    plan = prepare_training(  # validates everything; writes nothing
+        args.config,
+        args.overrides,
+        resume=args.resume,
+        evaluate=not args.no_eval,
+        run_dir=Path(os.environ["SNNGEN_RUN_DIR"]) if child else None,
+    )
+    cfg, run_dir = plan.cfg, plan.run_dir
+    fixed = _fixed_batch(plan.test_set)
     if not child:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / CONFIG_FILE)
         os.environ["SNNGEN_RUN_DIR"] = str(run_dir)  # DDP children started by Lightning reuse it
-    fixed = _fixed_batch(test_set)
-    if args.resume and getattr(cfg.model, "init_from", None):  # the checkpoint has the weights
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_from=None))
-    lit = fit(cfg, run_dir, train_set, info, fixed_batch=fixed, resume=bool(args.resume))
+    plan.model = None  # built only to check it builds; fit() builds it again after seeding
+    lit = fit(cfg, run_dir, plan.train_set, plan.info, fixed_batch=fixed, resume=plan.resume)
     inheritance = getattr(lit.model, "inheritance", None)
     if inheritance is not None and lit.trainer.is_global_zero:
         print(f"weights from {lit.cfg.model.init_from}: {inheritance.summary()}")
@@ -172,7 +231,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     from snngen.evaluation import finish_run
 
-    finish_run(run_dir, lit.eval_model, cfg, test_set, fixed, evaluate=not args.no_eval)
+    finish_run(run_dir, lit.eval_model, cfg, plan.test_set, fixed, evaluate=not args.no_eval)
     print(f"run folder: {run_dir}")
     return 0
 
@@ -187,13 +246,11 @@ def _fixed_batch(test_set, n: int = 8):
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from snngen.evaluation import sample_kwargs
-    from snngen.report import write_samples
+    from snngen.evaluation import sample_batches, sample_kwargs
     from snngen.runs import load_run
+    from snngen.sample_files import plan_sample_output, write_sample_batches
 
     run = load_run(args.run)
-    import torch
-
     kwargs = sample_kwargs(
         run.model,
         solver=args.solver,
@@ -202,16 +259,29 @@ def cmd_sample(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         threshold_scale=args.threshold_scale,
     )
-    gen = torch.Generator().manual_seed(args.seed)
-    samples = run.model.sample(args.n, generator=gen, **kwargs)
-    out = Path(args.out) if args.out else run.path / "samples.png"
-    for path in write_samples(samples, out):
+    out = args.out if args.out else run.path / "samples.png"
+    output = plan_sample_output(out, args.n, _values_per_sample(run.info), run.info.events)
+    batches = sample_batches(run.model, args.n, args.batch_size, seed=args.seed, **kwargs)
+    for path in write_sample_batches(batches, output):
         print(path)
     return 0
 
 
+def _values_per_sample(info) -> int:
+    if info.events:
+        return (info.time_bins or 1) * 2 * info.image_size**2
+    return info.channels * info.image_size**2
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    from snngen.evaluation import METRICS, evaluate_model, sample_kwargs, write_metrics
+    from snngen.evaluation import (
+        METRICS,
+        check_sample_memory,
+        evaluate_model,
+        sample_kwargs,
+        write_metrics,
+    )
+    from snngen.files import check_writable_folder
     from snngen.runs import load_run, open_datasets
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
@@ -219,15 +289,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     bad = [m for m in metrics if m not in known]
     if bad or not metrics:
         raise SnngenError(f"--metrics: unknown {bad or metrics}; choose from {sorted(known)}")
+    if "is" in metrics and args.features == "inception":
+        raise SnngenError(
+            "--metrics is: the Inception Score needs class logits, which the bundled Inception "
+            "network does not have; use --features classifier or drop 'is'"
+        )
+    check_sample_memory(args.n)
     run = load_run(args.run)
+    out = Path(args.out) if args.out else run.path / "metrics.json"
+    check_writable_folder(out.parent, 1_000_000, what="--out")
     _, test_set = open_datasets(run.cfg)
     kwargs = sample_kwargs(
         run.model, solver=args.solver, steps=args.steps, temperature=args.temperature
     )
+    batch_size = args.batch_size or run.cfg.eval.batch_size
     result = evaluate_model(
-        run.model, run.cfg, test_set, metrics, args.n, args.features, seed=args.seed, **kwargs
+        run.model, run.cfg, test_set, metrics, args.n, args.features, seed=args.seed,
+        batch_size=batch_size, **kwargs,
     )
-    out = Path(args.out) if args.out else run.path / "metrics.json"
     write_metrics(result, out)
     print(json.dumps(result, indent=2))
     return 0
@@ -235,16 +314,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from snngen.evaluation import model_info
+    from snngen.files import check_writable_folder, write_text
     from snngen.runs import load_run, open_datasets
 
+    if args.json:
+        check_writable_folder(Path(args.json).parent, 1_000_000, what="--json")
     run = load_run(args.run)
     _, test_set = open_datasets(run.cfg)
     info = model_info(run.model, test_set, n=args.batch)
     print(info["table"])
     if args.json:
-        Path(args.json).write_text(
-            json.dumps({k: v for k, v in info.items() if k != "table"}, indent=2)
-        )
+        write_text(args.json, json.dumps({k: v for k, v in info.items() if k != "table"},
+                                         indent=2))
     return 0
 
 
@@ -296,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_third_party_warnings()
     try:
         return COMMANDS[args.command](args)
-    except (SnngenError, FileNotFoundError) as err:
+    except (SnngenError, OSError) as err:  # user errors: bad values, missing/unwritable files
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"snngen: error: {msg}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ overridden with ``a.b=c`` strings (the value is parsed as YAML: ``trainer.max_st
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +26,39 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 
 from snngen.errors import ConfigError
+
+#: Lightning precision names snngen accepts (``trainer.precision``)
+PRECISIONS = (
+    "32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16", "16-true",
+    "bf16-true",
+)
+#: accelerator names (``trainer.accelerator``); "gpu"/"cuda" need a CUDA device at train time
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+#: the largest ``data.image_size`` (pixels per side) a run may ask for
+MAX_IMAGE_SIZE = 4096
+#: metric names of ``eval.metrics`` and feature networks of ``eval.features``
+EVAL_METRICS = ("mse", "fid", "kid", "is", "pr", "aefd")
+EVAL_FEATURES = ("classifier", "inception")
+
+
+def _at_least(obj: Any, key: str, low: float, optional: bool = False) -> None:
+    """Raise ``ValueError("key: ...")`` unless ``obj.key`` is a finite number >= ``low``."""
+    value = getattr(obj, key)
+    if value is None and optional:
+        return
+    if value is None or not math.isfinite(value) or value < low:
+        allowed = f"a number >= {low:g}" + (" or null" if optional else "")
+        raise ValueError(f"{key}: must be {allowed}, got {value!r}")
+
+
+def _positive(obj: Any, key: str, optional: bool = False) -> None:
+    """Raise ``ValueError("key: ...")`` unless ``obj.key`` is a finite number > 0."""
+    value = getattr(obj, key)
+    if value is None and optional:
+        return
+    if value is None or not math.isfinite(value) or value <= 0:
+        allowed = "a number > 0" + (" or null" if optional else "")
+        raise ValueError(f"{key}: must be {allowed}, got {value!r}")
 
 
 @dataclass
@@ -38,6 +72,15 @@ class DataConfig:
     num_workers: int = 0
     options: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if not self.name.strip():
+            raise ValueError("name: must name a dataset (see 'snngen datasets'), got ''")
+        _at_least(self, "image_size", 1, optional=True)
+        if self.image_size is not None and self.image_size > MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size: must be <= {MAX_IMAGE_SIZE}, got {self.image_size}")
+        _at_least(self, "batch_size", 1)
+        _at_least(self, "num_workers", 0)
+
 
 @dataclass
 class OptimConfig:
@@ -48,6 +91,13 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.0
     lr_reference_batch: int | None = None  # if set, lr is scaled by batch_size * devices / this
+
+    def __post_init__(self) -> None:
+        _positive(self, "lr")
+        if len(self.betas) != 2 or not all(math.isfinite(b) and 0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas: must be two numbers in [0, 1), got {self.betas!r}")
+        _at_least(self, "weight_decay", 0)
+        _at_least(self, "lr_reference_batch", 1, optional=True)
 
 
 @dataclass
@@ -69,6 +119,43 @@ class TrainerConfig:
     progress_bar: bool = True
     grids_every_epoch: bool = True
 
+    def __post_init__(self) -> None:
+        _positive(self, "max_epochs", optional=True)
+        _at_least(self, "max_steps", 1, optional=True)
+        if self.max_steps is None and self.max_epochs is None:
+            raise ValueError("max_steps: set trainer.max_steps or trainer.max_epochs")
+        if self.accelerator not in ACCELERATORS:
+            raise ValueError(
+                f"accelerator: must be one of {', '.join(ACCELERATORS)}, got {self.accelerator!r}"
+            )
+        if isinstance(self.devices, int):
+            _at_least(self, "devices", 1)
+        elif self.devices != "auto" and not _device_list(self.devices):
+            raise ValueError(
+                "devices: must be a number >= 1, 'auto' or a list of device indices like "
+                f"'0,1', got {self.devices!r}"
+            )
+        _at_least(self, "num_nodes", 1)
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision: must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed: must be an integer in [0, 2**32), got {self.seed}")
+        _at_least(self, "ckpt_every_n_steps", 1)
+        _at_least(self, "log_every_n_steps", 1)
+        _positive(self, "grad_clip", optional=True)
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"ema_decay: must be in (0, 1) or null, got {self.ema_decay!r}")
+
+
+def _device_list(text: str) -> list[int]:
+    """Return the indices of a device list string like ``"0,1"`` (empty if it is not one)."""
+    parts = [p.strip() for p in text.strip().strip(",").split(",")]
+    if not all(p.isdigit() for p in parts):
+        return []
+    return [int(p) for p in parts]
+
 
 @dataclass
 class EvalConfig:
@@ -78,6 +165,17 @@ class EvalConfig:
     metrics: list[str] = field(default_factory=lambda: ["mse", "fid", "kid"])
     features: str = "classifier"
     batch_size: int = 250
+
+    def __post_init__(self) -> None:
+        _at_least(self, "n_samples", 1)
+        _at_least(self, "batch_size", 1)
+        bad = [m for m in self.metrics if m not in EVAL_METRICS]
+        if bad:
+            raise ValueError(f"metrics: unknown {bad}; choose from {', '.join(EVAL_METRICS)}")
+        if self.features not in EVAL_FEATURES:
+            raise ValueError(
+                f"features: must be one of {', '.join(EVAL_FEATURES)}, got {self.features!r}"
+            )
 
 
 @dataclass
@@ -91,6 +189,17 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     out_dir: str = "runs"
     name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.out_dir.strip() or "\0" in self.out_dir:
+            raise ValueError(f"out_dir: must be a folder path, got {self.out_dir!r}")
+        if self.name is not None and (
+            not self.name.strip() or self.name in (".", "..") or "\0" in self.name
+            or "/" in self.name or "\\" in self.name
+        ):
+            raise ValueError(
+                f"name: must be a plain folder name (no '/', not '.' or '..'), got {self.name!r}"
+            )
 
 
 # ----------------------------------------------------------------------------- validation
@@ -181,8 +290,14 @@ def build_dataclass(cls: type, data: Any, where: str = "") -> Any:
         return cls(**kwargs)
     except TypeError as err:  # a required field missing
         raise ConfigError(f"{where or 'config'}: {err}") from None
-    except ValueError as err:  # __post_init__ checks
-        raise ConfigError(f"{where or 'config'}: {err}") from None
+    except ValueError as err:  # __post_init__ checks: "key: what is wrong"
+        msg = str(err)
+        key = msg.split(":", 1)[0]
+        if where and key in names:
+            raise ConfigError(f"{where}.{msg}") from None
+        if key in names:
+            raise ConfigError(msg) from None
+        raise ConfigError(f"{where or 'config'}: {msg}") from None
 
 
 def to_dict(obj: Any) -> Any:
@@ -208,14 +323,15 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. trainer.max_steps=100")
         key, text = item.split("=", 1)
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({err})") from None
+        value = _parse_yaml(text, f"override {item!r}: value")
         node = raw
         parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. trainer.max_steps=100")
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:  # absent, or an empty section in the file (``trainer:``)
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part} is not a section")
         node[parts[-1]] = value
@@ -230,7 +346,7 @@ def build_run_config(raw: dict, source: str = "config") -> RunConfig:
         raise ConfigError(f"{source}: expected a mapping at the top level")
     raw = dict(raw)
     model_raw = raw.pop("model", None)
-    if not isinstance(model_raw, dict) or "name" not in model_raw:
+    if not isinstance(model_raw, dict) or not isinstance(model_raw.get("name"), str):
         raise ConfigError(f"{source}: model.name is required (e.g. model: {{name: sae}})")
     try:
         entry = get_model_entry(model_raw["name"])
@@ -242,6 +358,21 @@ def build_run_config(raw: dict, source: str = "config") -> RunConfig:
     return cfg
 
 
+#: a config file larger than this is refused unread (a config is a few hundred bytes)
+MAX_CONFIG_BYTES = 1_000_000
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` with every failure (syntax, nesting too deep, ...) a ConfigError."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        first = " ".join(str(err).split())[:200]
+        raise ConfigError(f"{where}: not valid YAML ({first})") from None
+    except (RecursionError, ValueError, TypeError, OverflowError) as err:
+        raise ConfigError(f"{where}: not a usable YAML config ({type(err).__name__})") from None
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML run config, apply ``key=value`` overrides, validate it.
 
@@ -251,13 +382,33 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        data = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"config file {path}: cannot read it ({err.strerror or err})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: {len(data):,} bytes is too large for a config file "
+            f"(at most {MAX_CONFIG_BYTES:,})"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not a YAML text file (byte {err.start} is not UTF-8)"
+        ) from None
+    raw = _parse_yaml(text, str(path))
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping of sections (model:, data:, ...) at the top level, "
+            f"got a {type(raw).__name__}"
+        )
     raw = apply_overrides(raw, overrides or [])
     return build_run_config(raw, str(path))
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML (loadable again with :func:`load_config`)."""
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    """Write the resolved config as YAML (loadable again with :func:`load_config`), atomically."""
+    from snngen.files import write_text
+
+    write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

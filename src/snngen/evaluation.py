@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -29,7 +30,10 @@ GENERATIVE_METRICS = ("fid", "kid", "is", "pr", "aefd")  # computed on samples v
 def sample_kwargs(model: GenerativeModel, **options) -> dict:
     """Return the ``options`` that ``model.sample`` accepts, dropping ``None`` values.
 
-    Raises :class:`~snngen.errors.SnngenError` if an option is given that the model has no use for.
+    Each option is checked against its meaningful range: ``solver`` a known sampler, ``steps``
+    in [1, the model's diffusion steps], ``threshold_scale`` > 0, ``temperature`` >= 0 (0: the
+    most likely token), ``top_k`` >= 1, all finite. Raises :class:`~snngen.errors.SnngenError`
+    naming the option if a value is out of range or the model has no use for it.
     """
     from snngen.errors import SnngenError
 
@@ -38,10 +42,38 @@ def sample_kwargs(model: GenerativeModel, **options) -> dict:
     for key, value in options.items():
         if value is None:
             continue
+        flag = "--" + key.replace("_", "-")
         if key not in params:
-            raise SnngenError(f"--{key} does not apply to model {model.name!r}")
+            raise SnngenError(f"{flag} does not apply to model {model.name!r}")
+        _check_sample_option(model, flag, key, value)
         out[key] = value
     return out
+
+
+def _check_sample_option(model: GenerativeModel, flag: str, key: str, value) -> None:
+    from snngen.errors import SnngenError
+
+    if key == "solver":
+        from snngen.models.diffusion_model import SOLVERS
+
+        name = str(value).strip().lower().replace("_", "-")
+        if name not in SOLVERS:
+            raise SnngenError(f"{flag} {value}: unknown sampler; choose from {', '.join(SOLVERS)}")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SnngenError(f"{flag} {value}: must be a finite number")
+    if key == "threshold_scale" and value <= 0:
+        raise SnngenError(f"{flag} {value}: must be > 0 (1 keeps the trained thresholds)")
+    if key == "temperature" and value < 0:
+        raise SnngenError(f"{flag} {value}: must be >= 0 (0 takes the most likely token)")
+    if key in ("top_k", "steps") and (value != int(value) or value < 1):
+        raise SnngenError(f"{flag} {value}: must be a whole number >= 1")
+    schedule = getattr(model, "schedule", None)
+    if key == "steps" and schedule is not None and value > schedule.num_steps:
+        raise SnngenError(
+            f"{flag} {value}: the model was trained with {schedule.num_steps} diffusion steps; "
+            f"choose 1 ... {schedule.num_steps}"
+        )
 
 
 def events_to_images(x: Tensor) -> Tensor:
@@ -66,7 +98,25 @@ def test_batches(test_set: Dataset, n: int, batch_size: int):
         yield batch_to_input(torch.stack(items))
 
 
-@torch.no_grad()
+def sample_batches(
+    model: GenerativeModel,
+    n: int,
+    batch_size: int,
+    seed: int = 0,
+    progress: bool = True,
+    **kwargs,
+):
+    """Yield ``n`` samples in CPU batches of at most ``batch_size`` (images ``[b, C, H, W]``,
+    events ``[T, b, 2, H, W]``), drawn with one generator seeded ``seed``; ``kwargs`` go to
+    ``model.sample``. Memory holds one batch at a time."""
+    gen = torch.Generator().manual_seed(seed)
+    starts = range(0, n, batch_size)
+    with torch.no_grad():
+        for start in tqdm(starts, desc="sampling", unit="batch", leave=False,
+                          disable=not progress):
+            yield model.sample(min(batch_size, n - start), generator=gen, **kwargs).cpu()
+
+
 def generate(
     model: GenerativeModel,
     n: int,
@@ -76,13 +126,46 @@ def generate(
     **kwargs,
 ) -> Tensor:
     """Return ``n`` samples (``[n, C, H, W]``, events ``[T, n, 2, H, W]``) drawn in batches
-    with one seeded generator; ``kwargs`` go to ``model.sample`` (solver, steps, ...)."""
-    gen = torch.Generator().manual_seed(seed)
-    chunks = []
-    batches = range(0, n, batch_size)
-    for start in tqdm(batches, desc="sampling", unit="batch", leave=False, disable=not progress):
-        chunks.append(model.sample(min(batch_size, n - start), generator=gen, **kwargs).cpu())
+    with one seeded generator (:func:`sample_batches`, concatenated)."""
+    chunks = list(sample_batches(model, n, batch_size, seed, progress, **kwargs))
     return torch.cat(chunks, dim=1 if is_event_batch(chunks[0]) else 0)
+
+
+class SampleImages:
+    """Re-iterable stream of ``n`` samples as image batches ``[b, C, H, W]`` in [0, 1] (event
+    samples as count images): each pass draws the same samples again from ``seed``, so metrics
+    never hold more than one batch of samples."""
+
+    def __init__(self, model: GenerativeModel, n: int, batch_size: int, seed: int, **kwargs):
+        self.model, self.n, self.batch_size, self.seed, self.kwargs = (
+            model, n, batch_size, seed, kwargs
+        )
+
+    def __iter__(self):
+        for batch in sample_batches(self.model, self.n, self.batch_size, self.seed,
+                                    **self.kwargs):
+            yield _as_images(batch)
+
+
+#: bytes of memory one sample's features may take while metrics run (2048-d Inception pool3,
+#: float32, with working copies)
+FEATURE_BYTES_PER_SAMPLE = 2048 * 4 * 3
+
+
+def check_sample_memory(n: int) -> None:
+    """Refuse a sample count whose features would not fit in the memory available now."""
+    from snngen.errors import SnngenError
+
+    need = n * FEATURE_BYTES_PER_SAMPLE
+    try:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - no sysconf here
+        return
+    if need > avail:
+        raise SnngenError(
+            f"--n {n}: the features of that many samples need about {need / 1e9:.1f} GB of "
+            f"memory; {avail / 1e9:.1f} GB is available"
+        )
 
 
 @torch.no_grad()
@@ -128,7 +211,7 @@ def evaluate_model(
         from snngen.metrics import evaluate as evaluate_samples
         from snngen.metrics import feature_network
 
-        fake = _as_images(generate(model, n, bs, seed=seed, **sample_options))
+        fake = SampleImages(model, n, bs, seed, **sample_options)
         if sample_options:
             out["sample_options"] = dict(sample_options)
         real = torch.cat([_as_images(x) for x in test_batches(test_set, n, bs)])
@@ -155,9 +238,9 @@ def evaluate_model(
 
 def write_metrics(result: dict, path: str | Path) -> Path:
     """Write a metrics dict as pretty JSON; returns the path."""
-    path = Path(path)
-    path.write_text(json.dumps(result, indent=2, default=_jsonable))
-    return path
+    from snngen.files import write_text
+
+    return write_text(path, json.dumps(result, indent=2, default=_jsonable))
 
 
 def _jsonable(value):

@@ -16,7 +16,8 @@ import torch
 from torch.utils.data import Dataset
 
 from snngen.config import RunConfig, load_config
-from snngen.errors import SnngenError
+from snngen.errors import ConfigError, SnngenError
+from snngen.files import CheckpointError, load_checkpoint
 from snngen.models import DataInfo, GenerativeModel, build_model
 from snngen.train import CKPT_DIR, LAST_CKPT
 
@@ -78,24 +79,57 @@ def check_run_dir(run_dir: str | Path) -> Path:
     return path
 
 
+def read_checkpoint(ckpt_file: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Return a snngen training checkpoint, loaded as data only and checked for its layout.
+
+    The dict has ``state_dict`` (``{str: Tensor}``) and ``snngen`` metadata with ``model_name``
+    and ``data_info``. Raises :class:`~snngen.files.CheckpointError` (one line naming the file)
+    if the file is unreadable, unsafe, or not a snngen checkpoint.
+    """
+    ckpt = load_checkpoint(ckpt_file, map_location=map_location)
+    meta = ckpt.get("snngen")
+    problem = None
+    if not isinstance(meta, dict):
+        problem = "no 'snngen' metadata: not written by snngen"
+    elif not isinstance(meta.get("model_name"), str):
+        problem = "its metadata has no model_name"
+    elif not _valid_data_info(meta.get("data_info")):
+        problem = "its metadata has no valid data_info"
+    elif not isinstance(ckpt.get("state_dict"), dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ckpt["state_dict"].items()
+    ):
+        problem = "it has no state_dict of named tensors"
+    if problem:
+        raise CheckpointError(f"{ckpt_file} is not a valid snngen checkpoint ({problem})")
+    return ckpt
+
+
+def _valid_data_info(raw) -> bool:
+    if not isinstance(raw, dict) or set(raw) != {f.name for f in dataclasses.fields(DataInfo)}:
+        return False
+    ints = (raw["channels"], raw["image_size"])
+    return (
+        all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65536 for v in ints)
+        and isinstance(raw["events"], bool)
+        and (raw["time_bins"] is None
+             or (isinstance(raw["time_bins"], int) and raw["time_bins"] >= 1))
+    )
+
+
 def load_run(
     run_dir: str | Path, map_location: str | torch.device = "cpu", ema: bool = True
 ) -> Run:
     """Open a run folder and return its model with the checkpoint's weights (EMA ones if any).
 
-    Raises :class:`SnngenError` if the folder is not a run, or the checkpoint belongs to another
-    model than the run's config names.
+    The checkpoint is loaded as data only (``weights_only``): a file that would run code is
+    refused. Raises :class:`SnngenError` if the folder is not a run, the checkpoint is not a valid
+    snngen checkpoint, or it belongs to another model than the run's config names.
     """
     path = check_run_dir(run_dir)
     cfg = load_config(path / CONFIG_FILE)
     ckpt_file = checkpoint_path(path)
-    try:
-        ckpt = torch.load(ckpt_file, map_location=map_location, weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise SnngenError(f"cannot read checkpoint {ckpt_file}: {err}") from None
-    meta = ckpt.get("snngen") if isinstance(ckpt, dict) else None
-    if meta is None:
-        raise SnngenError(f"{ckpt_file} is not a snngen checkpoint")
+    ckpt = read_checkpoint(ckpt_file, map_location=map_location)
+    meta = ckpt["snngen"]
     if meta["model_name"] != cfg.model.name:
         raise SnngenError(
             f"checkpoint {ckpt_file} belongs to model {meta['model_name']!r}, but the run's "
@@ -105,16 +139,36 @@ def load_run(
     model_cfg = cfg.model
     if getattr(model_cfg, "init_from", None):  # the checkpoint holds the weights: inherit nothing
         model_cfg = dataclasses.replace(model_cfg, init_from=None)
-    model = build_model(model_cfg, info)
+    model = build_checked_model(model_cfg, info)
     state = ckpt["state_dict"]
     prefix = "ema.model." if ema and any(k.startswith("ema.model.") for k in state) else "model."
     weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
-        first = str(err).splitlines()[0]
+        first = " ".join(str(err).split())[:300]
         raise SnngenError(
             f"checkpoint {ckpt_file} does not fit model {cfg.model.name!r}: {first}"
         ) from None
     model.eval()
     return Run(path=path, cfg=cfg, info=info, model=model, meta=meta)
+
+
+def build_checked_model(model_cfg, info: DataInfo) -> GenerativeModel:
+    """Build a model; a config the model cannot be built from is a one-line ConfigError.
+
+    Config values pass their type and range checks one by one, but some combinations only fail
+    when the layers are made (an image size the down-sampling cannot divide, widths that do not
+    fit together); those become ``model: cannot build ...`` instead of a traceback.
+    """
+    try:
+        return build_model(model_cfg, info)
+    except SnngenError:
+        raise
+    except (ValueError, TypeError, RuntimeError, ZeroDivisionError, IndexError, KeyError,
+            AssertionError, OverflowError, MemoryError) as err:
+        reason = " ".join(str(err).split())[:300] or type(err).__name__
+        raise ConfigError(
+            f"model: cannot build {model_cfg.name!r} for {info.channels}-channel "
+            f"{info.image_size}px data with this config ({type(err).__name__}: {reason})"
+        ) from None

@@ -3,10 +3,12 @@
 * Data order is a pure function of ``(seed, batch number)`` (:class:`StepBatchSampler`), and
   the batch counter, optimiser state, EMA weights and RNG states are in every checkpoint, so
   ``N steps + resume + N steps`` gives the same weights as ``2N steps``.
-* Checkpoints are written atomically (temporary file, then rename) every
-  ``trainer.ckpt_every_n_steps`` steps and at the end, to ``checkpoints/last.ckpt``.
+* Checkpoints are written atomically (temporary file, fsync, rename: :mod:`snngen.files`) every
+  ``trainer.ckpt_every_n_steps`` steps and at the end, to ``checkpoints/last.ckpt``, and read
+  back as data only (``weights_only``) on resume: :class:`SafeCheckpointIO`.
 * A non-finite loss stops training before the optimiser step with :class:`NonFiniteLossError`;
-  the last good checkpoint is kept.
+  the message says which checkpoint is kept (or that none was written yet), and the metrics
+  logged so far are flushed to the CSV log.
 * The same code path runs on CPU or GPU, one device or DDP (gloo on CPU, NCCL on GPU).
 """
 
@@ -14,18 +16,19 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from snngen.config import RunConfig, to_dict
 from snngen.errors import SnngenError
+from snngen.files import load_checkpoint, save_torch
 from snngen.models import DataInfo, GenerativeModel, build_model
 
 CKPT_DIR = "checkpoints"
@@ -188,9 +191,10 @@ class LitGenerative(L.LightningModule):
         for name in self._group_names:
             value = losses[name]
             if not torch.isfinite(value.detach()).all():
+                self._log_nonfinite(losses, x)
                 raise NonFiniteLossError(
                     f"non-finite loss {name}={value.item()} at step {self.batches_seen + 1}; "
-                    "training stopped before the optimiser step, the last good checkpoint is kept"
+                    "training stopped before the optimiser step"
                 )
         for name, opt in zip(self._group_names, opts, strict=True):
             opt.zero_grad(set_to_none=True)
@@ -210,6 +214,13 @@ class LitGenerative(L.LightningModule):
         self.log(
             "loss", losses["loss"].detach().float(), prog_bar=True, logger=False, batch_size=bs
         )
+
+    def _log_nonfinite(self, losses: dict[str, Tensor], x: Tensor) -> None:
+        """Write the failing step's losses straight to the loggers (Lightning logs only every
+        ``log_every_n_steps``), so the CSV log shows where training went wrong."""
+        row = {f"train/{k}": float(v.detach().float()) for k, v in losses.items() if v.dim() == 0}
+        for logger in self.loggers:
+            logger.log_metrics(row, step=self.batches_seen)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.batches_seen >= self.max_batches:
@@ -282,24 +293,36 @@ def set_rng_state(state: dict) -> None:
 # ----------------------------------------------------------------------------- callbacks
 
 
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint I/O, made safe: saves are atomic (:func:`snngen.files.save_torch`:
+    temporary file, fsync, rename; a failed write leaves the previous file as it was) and loads
+    are data only (:func:`snngen.files.load_checkpoint`, ``weights_only=True``)."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        save_torch(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        return load_checkpoint(path, map_location=map_location)
+
+
 class AtomicCheckpoint(L.Callback):
-    """Write ``checkpoints/last.ckpt`` every ``every`` steps and at the end, atomically."""
+    """Write ``checkpoints/last.ckpt`` every ``every`` steps and at the end (atomically, through
+    :class:`SafeCheckpointIO`); :attr:`saved_step` is the step of the newest one written."""
 
     def __init__(self, run_dir: Path, every: int) -> None:
         self.path = Path(run_dir) / CKPT_DIR / LAST_CKPT
         self.every = max(1, every)
+        self.saved_step: int | None = None
 
-    def save(self, trainer: L.Trainer) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        trainer.save_checkpoint(tmp)  # every rank calls it; rank 0 writes
-        if trainer.is_global_zero:
-            os.replace(tmp, self.path)
-        trainer.strategy.barrier("snngen_ckpt")
+    def save(self, trainer: L.Trainer, step: int) -> None:
+        # every rank calls it, rank 0 writes; weights_only=False: the full training state
+        trainer.save_checkpoint(self.path, weights_only=False)
+        self.saved_step = step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         k = pl_module.batches_seen
         if k % self.every == 0 or k >= pl_module.max_batches:
-            self.save(trainer)
+            self.save(trainer, k)
 
 
 class GridCallback(L.Callback):
@@ -359,10 +382,12 @@ def make_trainer(cfg: RunConfig, run_dir: Path, callbacks: list[L.Callback]) -> 
         from lightning.pytorch.strategies import DDPStrategy
 
         strategy = DDPStrategy(process_group_backend="gloo")
-    # a new version_N folder per fit() call: resuming never overwrites earlier logs
+    # one new logs/version_N folder per fit() call, both loggers in it: resuming never
+    # overwrites earlier logs
+    version = next_log_version(run_dir)
     loggers = [
-        CSVLogger(run_dir, name="logs"),
-        TensorBoardLogger(run_dir, name="logs", default_hp_metric=False),
+        CSVLogger(run_dir, name="logs", version=version),
+        TensorBoardLogger(run_dir, name="logs", version=version, default_hp_metric=False),
     ]
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # the EMA copy
     return L.Trainer(
@@ -375,6 +400,7 @@ def make_trainer(cfg: RunConfig, run_dir: Path, callbacks: list[L.Callback]) -> 
         max_steps=-1,
         logger=loggers,
         callbacks=callbacks,
+        plugins=[SafeCheckpointIO()],
         enable_checkpointing=False,
         enable_progress_bar=t.progress_bar,
         enable_model_summary=False,
@@ -383,6 +409,17 @@ def make_trainer(cfg: RunConfig, run_dir: Path, callbacks: list[L.Callback]) -> 
         num_sanity_val_steps=0,
         default_root_dir=run_dir,
     )
+
+
+def next_log_version(run_dir: Path) -> int:
+    """Return N of the next free ``run_dir/logs/version_N`` folder."""
+    logs = Path(run_dir) / "logs"
+    taken = [
+        int(p.name.split("_", 1)[1])
+        for p in (logs.iterdir() if logs.is_dir() else [])
+        if p.is_dir() and p.name.startswith("version_") and p.name.split("_", 1)[1].isdigit()
+    ]
+    return max(taken, default=-1) + 1
 
 
 def fit(
@@ -396,6 +433,7 @@ def fit(
     """Train ``cfg``'s model in ``run_dir``; returns the trained Lightning module.
 
     ``resume=True`` continues from ``run_dir/checkpoints/last.ckpt`` up to the config's budget.
+    Raises :class:`NonFiniteLossError` saying which checkpoint is kept, or that none exists.
     """
     run_dir = Path(run_dir)
     (run_dir / CKPT_DIR).mkdir(parents=True, exist_ok=True)
@@ -405,7 +443,8 @@ def fit(
     world = _expected_world_size(cfg)
     spe = steps_per_epoch(len(train_set), cfg.data.batch_size, world)
     lit.max_batches = total_steps(cfg, len(train_set), world)
-    callbacks: list[L.Callback] = [AtomicCheckpoint(run_dir, cfg.trainer.ckpt_every_n_steps)]
+    saver = AtomicCheckpoint(run_dir, cfg.trainer.ckpt_every_n_steps)
+    callbacks: list[L.Callback] = [saver]
     if cfg.trainer.progress_bar:
         callbacks.append(StepProgressBar())
     if fixed_batch is not None and cfg.trainer.grids_every_epoch:
@@ -414,7 +453,19 @@ def fit(
     ckpt = run_dir / CKPT_DIR / LAST_CKPT
     if resume and not ckpt.is_file():
         raise SnngenError(f"cannot resume: no checkpoint at {ckpt}")
-    trainer.fit(lit, ckpt_path=str(ckpt) if resume else None)
+    try:
+        trainer.fit(lit, ckpt_path=str(ckpt) if resume else None, weights_only=True)
+    except NonFiniteLossError as err:
+        if saver.saved_step is not None:
+            kept = f"the last good checkpoint, {ckpt} (step {saver.saved_step}), is kept"
+        elif resume:
+            kept = f"the checkpoint it resumed from, {ckpt}, is kept"
+        else:
+            kept = (
+                f"no checkpoint was written (the first was due at step {saver.every}); "
+                f"logs are in {run_dir / 'logs'}"
+            )
+        raise NonFiniteLossError(f"{err}; {kept}") from None
     return lit
 
 

@@ -42,16 +42,38 @@ def to_pil(image: Tensor) -> Image.Image:
     return Image.fromarray(np.transpose(arr[:3], (1, 2, 0)), mode="RGB")
 
 
-def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, scale: int = 2) -> Path:
-    """Save ``images`` ``[B, C, H, W]`` in [0, 1] as a PNG grid (upscaled ``scale`` x).
+def save_grid(
+    images: Tensor, path: str | Path, nrow: int | None = None, scale: int = 2, pad: int = 2
+) -> Path:
+    """Save ``images`` ``[B, C, H, W]`` in [0, 1] as a PNG grid (upscaled ``scale`` x, ``pad``
+    pixels between images).
 
     Returns the path written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = to_pil(make_grid(images, nrow=nrow))
+    img = to_pil(make_grid(images, nrow=nrow, pad=pad))
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    img.save(path)
+    return save_image(img, path)
+
+
+def save_image(img: Image.Image, path: str | Path, **options) -> Path:
+    """Write a PIL image atomically (temporary file, fsync, rename; :mod:`snngen.files`).
+
+    The format comes from the suffix (``.png``, ``.gif``, ...); ``options`` go to
+    ``Image.save``. Creates the parent folder. Returns the path."""
+    from snngen.files import FileWriteError, atomic_output
+
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: unknown image file extension {path.suffix!r}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        from snngen.files import describe_os_error
+
+        raise FileWriteError(f"cannot write {path}: {describe_os_error(err)}") from None
+    with atomic_output(path, "wb") as f:
+        img.save(f, format=fmt, **options)
     return path
 
 
@@ -89,10 +111,9 @@ def save_event_strip(frames: Tensor, path: str | Path, n: int = 8) -> Path:
 
 def save_event_gif(frames: Tensor, path: str | Path, n: int = 16, ms_per_frame: int = 150) -> Path:
     """Save event frames ``[T, B, 2, H, W]`` as an animated GIF of a grid of ``n`` samples."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rgb = events_to_rgb(frames[:, :n])
     images = [to_pil(make_grid(rgb[t], pad_value=0.3)) for t in range(rgb.shape[0])]
     images = [im.resize((im.width * 3, im.height * 3), Image.NEAREST) for im in images]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
-    return path
+    return save_image(
+        images[0], path, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0
+    )

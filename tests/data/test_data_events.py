@@ -115,11 +115,22 @@ def test_nmnist_errors(tmp_path):
     assert "nmnist" in msg and "Train/" in msg and ".bin" in msg and str(tmp_path) in msg
     write_nmnist(tmp_path)
     bad = tmp_path / "nmnist" / "Train" / "3" / "00000.bin"
-    bad.write_bytes(bad.read_bytes()[:-2])
+    good = bad.read_bytes()
+    bad.write_bytes(good[:-2])
+    with pytest.raises(DataError, match="00000.bin") as err:  # refused when the set is opened
+        get_dataset("nmnist", root=tmp_path)
+    assert "truncated" in str(err.value) and f"{len(good) - 2} bytes" in str(err.value)
+    bad.write_bytes(b"")
+    with pytest.raises(DataError, match="00000.bin.* is empty"):
+        get_dataset("nmnist", root=tmp_path)
+    bad.write_bytes(good)
     ds = get_dataset("nmnist", root=tmp_path)
-    with pytest.raises(DataError, match="00000.bin") as err:
+    bad.write_bytes(good[:-2])  # cut after opening: refused when read
+    with pytest.raises(DataError, match="truncated"):
         ds[0]
-    assert "truncated" in str(err.value)
+    bad.write_bytes(bytes([0, 240, 0, 0, 0]))  # only an overflow marker: no events
+    with pytest.raises(DataError, match="holds no events"):
+        ds[0]
     bad.write_bytes(nmnist_bytes([(40, 1, 1, 5)]))  # x outside the 34 x 34 sensor
     with pytest.raises(DataError, match="00000.bin"):
         ds[0]

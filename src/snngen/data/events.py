@@ -62,6 +62,15 @@ def make_events(x, y, t, p) -> np.ndarray:
 # ----------------------------------------------------------------------------- readers
 
 
+def _check_nmnist_size(path: Path, size: int) -> None:
+    """Refuse an N-MNIST file of ``size`` bytes that cannot hold whole events (or none)."""
+    if size == 0:
+        raise DataError(f"'{path}' is empty: an N-MNIST recording holds at least one event")
+    if size % 5:
+        raise DataError(f"'{path}' is truncated or corrupt: {size} bytes is not a whole "
+                        "number of 5-byte N-MNIST events")
+
+
 def read_nmnist(path: str | Path) -> np.ndarray:
     """Decode an N-MNIST ``.bin`` file: 40-bit events, 5 bytes each.
 
@@ -75,9 +84,7 @@ def read_nmnist(path: str | Path) -> np.ndarray:
         raw = np.fromfile(path, dtype=np.uint8)
     except OSError as err:
         raise DataError(f"cannot read '{path}': {err}") from None
-    if raw.size % 5:
-        raise DataError(f"'{path}' is truncated or corrupt: {raw.size} bytes is not a whole "
-                        "number of 5-byte N-MNIST events")
+    _check_nmnist_size(path, raw.size)
     raw = raw.reshape(-1, 5).astype(np.int64)
     x, y = raw[:, 0], raw[:, 1]
     p = raw[:, 2] >> 7
@@ -85,6 +92,8 @@ def read_nmnist(path: str | Path) -> np.ndarray:
     overflow = y == NMNIST_OVERFLOW_Y
     t = t + np.cumsum(overflow) * NMNIST_OVERFLOW_US
     keep = ~overflow
+    if not keep.any():
+        raise DataError(f"'{path}' holds no events (only timestamp-overflow markers)")
     ev = make_events(x[keep], y[keep], t[keep], p[keep])
     _check_in_sensor(ev, NMNIST_SENSOR, path)
     return ev
@@ -327,6 +336,8 @@ def load_nmnist(root=None, split: str = "train", image_size: int | None = None,
     if not files:
         raise DataError(f"dataset 'nmnist' ({split}): no *.bin files in digit subfolders 0/ ... 9/ "
                         f"of '{split_dir}'")
+    for f in files:  # sizes only (one stat each): an empty or cut file is refused up front
+        _check_nmnist_size(f, f.stat().st_size)
     return EventFiles(files, labels, read_nmnist, NMNIST_SENSOR, time_bins, denoise_us,
                       image_size, name="nmnist")
 

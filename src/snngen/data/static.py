@@ -172,6 +172,9 @@ def load_idx_dataset(name: str, root=None, split: str = "train", image_size: int
     if images.ndim != 3:
         raise DataError(f"'{found[0]}' holds an array of shape {images.shape}, not images "
                         "[N, H, W]")
+    if len(images) == 0 or 0 in images.shape[1:]:
+        raise DataError(f"'{found[0]}' holds no images (header shape {images.shape}); "
+                        "replace it with the official IDX file")
     if labels.ndim != 1 or len(labels) != len(images):
         raise DataError(f"'{found[1]}' holds {labels.shape} labels for {len(images)} images in "
                         f"'{found[0]}'; the files do not belong together")

@@ -37,12 +37,11 @@ def cached_file(kind: str, dataset: str, image_size: int, cache: str | Path | No
 
 
 def save_record(record: dict[str, Any], path: Path) -> Path:
-    """Write ``record`` with ``torch.save`` atomically (temporary file, then rename)."""
+    """Write ``record`` with ``torch.save`` atomically (temporary file, fsync, rename)."""
+    from snngen.files import save_torch
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(record, tmp)
-    tmp.replace(path)
-    return path
+    return save_torch(record, path)
 
 
 def read_record(path: Path) -> dict[str, Any]:

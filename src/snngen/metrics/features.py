@@ -86,13 +86,14 @@ class Features:
         return self.features.shape[0]
 
     def save(self, path: str | Path) -> Path:
-        """Write to ``path`` (atomically: a temporary file, then a rename); returns the path."""
+        """Write to ``path`` (atomically: temporary file, fsync, rename); returns the path."""
+        from snngen.files import save_torch
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save({"features": self.features, "logits": self.logits, "name": self.name}, tmp)
-        tmp.replace(path)
-        return path
+        return save_torch(
+            {"features": self.features, "logits": self.logits, "name": self.name}, path
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> Features:

@@ -76,10 +76,16 @@ def load_source_state(source: nn.Module | Mapping | str | Path, *, ema: bool = F
             path = checkpoint_path(path)
         if not path.is_file():
             raise SnngenError(f"cannot inherit weights: no checkpoint at {path}")
-        source = torch.load(path, map_location="cpu", weights_only=False)
+        from snngen.files import load_checkpoint
+
+        source = load_checkpoint(path)  # data only: a file that would run code is refused
     if not isinstance(source, Mapping):
         raise SnngenError(f"cannot inherit weights from a {type(source).__name__}")
     state = source.get("state_dict", source)
+    if not isinstance(state, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
+    ):
+        raise SnngenError("cannot inherit weights: the source holds no state dict of named tensors")
     if ema and any(k.startswith("ema.model.") for k in state):
         return _strip(state, "ema.model.")
     if any(k.startswith("model.") for k in state) and "snngen" in source:

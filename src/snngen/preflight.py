@@ -182,6 +182,14 @@ def check_evaluation(cfg: RunConfig, model: GenerativeModel) -> None:
     """Refuse an end-of-run evaluation that would fail after training (metrics the chosen
     features cannot give)."""
     e = cfg.eval
+    if any(m != "mse" for m in e.metrics):
+        from snngen.evaluation import check_sample_memory
+
+        try:
+            check_sample_memory(e.n_samples)
+        except SnngenError as err:
+            reason = str(err).split(": ", 1)[1]
+            raise ConfigError(f"eval.n_samples={e.n_samples}: {reason}") from None
     if "is" in e.metrics and e.features == "inception":
         raise ConfigError(
             "eval.metrics: 'is' needs Inception class logits, which the bundled Inception "

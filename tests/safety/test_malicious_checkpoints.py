@@ -1,0 +1,100 @@
+"""Checkpoints are data, never code: a hostile pickle handed to any entry point is refused with
+one line (exit 2) and the code inside it never runs (its marker file never appears)."""
+
+from __future__ import annotations
+
+import pytest
+from fs_helpers import assert_one_line_exit2, snapshot, write_malicious_checkpoint
+
+from snngen.cli import main
+from snngen.config import build_run_config, save_config
+
+FORMATS = ["torch", "legacy"]
+
+
+def plant(run, marker, fmt):
+    write_malicious_checkpoint(run / "checkpoints" / "last.ckpt", marker, fmt)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sample", "{run}", "--n", "4", "--out", "{tmp}/s.png"],
+        ["eval", "{run}", "--metrics", "mse", "--n", "4", "--out", "{tmp}/m.json"],
+        ["info", "{run}"],
+        ["train", "{tmp}/c.yaml", "--resume", "{run}"],
+    ],
+    ids=["sample", "eval", "info", "resume"],
+)
+def test_run_checkpoint_never_executes(argv, fmt, run_copy, config_dir, capsys):
+    marker = config_dir / "PWNED"
+    plant(run_copy, marker, fmt)
+    before = snapshot(config_dir)
+    argv = [a.format(run=run_copy, tmp=config_dir) for a in argv]
+    code = main(argv)
+    assert not marker.exists(), "the checkpoint's code ran"
+    assert_one_line_exit2(code, capsys.readouterr().err, "is not a valid checkpoint",
+                          "last.ckpt")
+    assert snapshot(config_dir) == before
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_init_from_file_never_executes(fmt, config_dir, capsys):
+    marker = config_dir / "PWNED"
+    bad = write_malicious_checkpoint(config_dir / "sddpm.ckpt", marker, fmt)
+    (config_dir / "d.yaml").write_text(
+        "model: {name: sddpm, ch: 8, ch_mult: [1], num_res_blocks: 1, timesteps: 2, tsm: true,\n"
+        f"        diffusion_steps: 10, init_from: {bad}}}\n"
+        "data: {name: mnist5k, image_size: 8, batch_size: 500}\n"
+        "trainer: {max_steps: 1, accelerator: cpu, progress_bar: false}\n"
+        "eval: {metrics: [mse]}\n"
+    )
+    before = snapshot(config_dir)
+    code = main(["train", "d.yaml"])
+    assert not marker.exists()
+    assert_one_line_exit2(code, capsys.readouterr().err, "is not a valid checkpoint", "sddpm.ckpt")
+    assert snapshot(config_dir) == before
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_stage1_run_never_executes(fmt, config_dir, capsys):
+    marker = config_dir / "PWNED"
+    stage1 = config_dir / "stage1"
+    stage1.mkdir()
+    save_config(build_run_config({"model": {"name": "vqvae"}}), stage1 / "config.yaml")
+    plant(stage1, marker, fmt)
+    (config_dir / "p.yaml").write_text(
+        f"model: {{name: vq_prior, stage1_run: {stage1}, n_layer: 1, n_head: 1, n_embd: 8}}\n"
+        "data: {name: mnist5k, image_size: 16, batch_size: 500}\n"
+        "trainer: {max_steps: 1, accelerator: cpu, progress_bar: false}\n"
+        "eval: {metrics: [mse]}\n"
+    )
+    before = snapshot(config_dir)
+    code = main(["train", "p.yaml"])
+    assert not marker.exists()
+    assert_one_line_exit2(code, capsys.readouterr().err, "is not a valid checkpoint", "last.ckpt")
+    assert snapshot(config_dir) == before
+
+
+def test_inherit_weights_api_refuses_payload(tmp_path):
+    """The library entry point (not only the CLI) loads data only."""
+    from snngen.files import CheckpointError
+    from snngen.models.inherit import load_source_state
+
+    marker = tmp_path / "PWNED"
+    bad = write_malicious_checkpoint(tmp_path / "x.ckpt", marker)
+    with pytest.raises(CheckpointError, match="is not a valid checkpoint"):
+        load_source_state(bad)
+    assert not marker.exists()
+
+
+def test_real_checkpoint_still_loads_and_resumes(run_copy, config_dir, capsys):
+    """weights_only loading accepts everything snngen itself writes (sample + resume)."""
+    assert main(["sample", str(run_copy), "--n", "4", "--out", str(config_dir / "s.png")]) == 0
+    assert (config_dir / "s.png").is_file()
+    assert main(["train", "c.yaml", "trainer.max_steps=3", "--resume", str(run_copy)]) == 0
+    import torch
+
+    meta = torch.load(run_copy / "checkpoints" / "last.ckpt", weights_only=True)["snngen"]
+    assert meta["batches_seen"] == 3

@@ -54,7 +54,7 @@ def test_checkpoint_written_atomically(tmp_path, tiny_data):
     fit(make_cfg(4), tmp_path / "r", ds, info)
     ckpt_dir = tmp_path / "r" / "checkpoints"
     assert [p.name for p in ckpt_dir.iterdir()] == [LAST_CKPT]  # no temporary file left
-    meta = torch.load(ckpt_dir / LAST_CKPT, weights_only=False)["snngen"]
+    meta = torch.load(ckpt_dir / LAST_CKPT, weights_only=True)["snngen"]
     assert meta["batches_seen"] == 4 and meta["model_name"] == "tiny"
 
 
@@ -62,5 +62,5 @@ def test_non_finite_loss_stops_and_keeps_last_good(tmp_path, tiny_data):
     ds, info = tiny_data
     with pytest.raises(NonFiniteLossError, match="non-finite loss loss=nan at step 5"):
         fit(make_cfg(10, nan_after=5), tmp_path / "r", ds, info)
-    meta = torch.load(tmp_path / "r" / "checkpoints" / LAST_CKPT, weights_only=False)["snngen"]
+    meta = torch.load(tmp_path / "r" / "checkpoints" / LAST_CKPT, weights_only=True)["snngen"]
     assert meta["batches_seen"] == 3  # the last checkpoint before the failure, untouched

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import io
 import pickle
 import tarfile
 
@@ -234,10 +233,22 @@ def test_cifar_missing_and_corrupt(tmp_path):
     path.write_bytes(path.read_bytes()[:500])
     with pytest.raises(DataError, match="test_batch"):
         get_dataset("cifar10", root=tmp_path, split="test")
-    # a pickle that would run code is refused, not executed
-    path.write_bytes(pickle.dumps(io.BytesIO))
+    # a pickle that would run code is refused, not executed: its marker file never appears
+    marker = tmp_path / "PWNED"
+
+    class Exploit:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    pickle.loads(pickle.dumps(Exploit()))  # the payload is real: unpickled freely, it runs
+    assert marker.exists()
+    marker.unlink()
+    path.write_bytes(pickle.dumps({b"data": Exploit(), b"labels": [0]}))
     with pytest.raises(DataError, match="test_batch"):
         get_dataset("cifar10", root=tmp_path, split="test")
+    assert not marker.exists()
 
 
 # ----------------------------------------------------------------------------- registry

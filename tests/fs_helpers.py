@@ -57,11 +57,16 @@ def write_malicious_checkpoint(path: Path, marker: Path, fmt: str = "torch") -> 
     return path
 
 
+def shown_lines(err: str) -> list[str]:
+    """The non-blank lines a terminal shows of ``err`` (a progress bar erased with carriage
+    returns leaves nothing)."""
+    shown = [line.split("\r")[-1] for line in err.split("\n")]
+    return [line for line in shown if line.strip()]
+
+
 def assert_one_line_exit2(code: int, err: str, *fragments: str) -> None:
     """The CLI's user-error contract: status 2, one line on stderr containing ``fragments``."""
-    # what a terminal shows: a progress bar erased with carriage returns leaves nothing
-    shown = [line.split("\r")[-1] for line in err.split("\n")]
-    lines = [line for line in shown if line.strip()]
+    lines = shown_lines(err)
     assert code == 2, (code, err)
     assert len(lines) == 1, err
     assert "Traceback" not in err

@@ -49,20 +49,22 @@ def positive_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    value = _finite(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
+def float_at_least(low: float, inclusive: bool):
+    """argparse type factory: a finite number >= ``low`` (``> low`` unless ``inclusive``)."""
+
+    def parse(text: str) -> float:
+        value = _finite(text)
+        if value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(
+                f"must be {'>=' if inclusive else '>'} {low:g}, got {text}"
+            )
+        return value
+
+    return parse
 
 
-def nonnegative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    value = _finite(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+positive_float = float_at_least(0.0, inclusive=False)
+nonnegative_float = float_at_least(0.0, inclusive=True)
 
 
 def _finite(text: str) -> float:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fs_helpers import BASE_CONFIG, snapshot
+from fs_helpers import BASE_CONFIG, shown_lines, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -99,10 +99,8 @@ def check_train(config: bytes, overrides: list[str], capsys, monkeypatch) -> Non
         except SystemExit as exit_:  # argparse: an override that looks like a flag
             code = exit_.code
         err = capsys.readouterr().err
-        shown = [line.split("\r")[-1] for line in err.split("\n")]
-        lines = [line for line in shown if line.strip()]
         assert code == 2, (overrides, code, err)
-        assert len(lines) == 1 and "Traceback" not in err, (overrides, err)
+        assert len(shown_lines(err)) == 1 and "Traceback" not in err, (overrides, err)
         assert snapshot(work) == before, overrides
 
 
@@ -171,8 +169,6 @@ def test_fuzz_sample_eval_info_arguments(call, trained_run, capsys, monkeypatch)
         err = capsys.readouterr().err
         if code == 0:
             return
-        shown = [line.split("\r")[-1] for line in err.split("\n")]
-        lines = [line for line in shown if line.strip()]
         assert code == 2, (command, args, code, err)
-        assert len(lines) == 1 and "Traceback" not in err, (command, args, err)
+        assert len(shown_lines(err)) == 1 and "Traceback" not in err, (command, args, err)
         assert snapshot(work) == before, (command, args)

@@ -39,22 +39,32 @@ def test_run_checkpoint_never_executes(argv, fmt, run_copy, config_dir, capsys):
     assert snapshot(config_dir) == before
 
 
+def assert_train_refused(config_dir, config_text, marker, fragment, capsys):
+    """``snngen train`` of ``config_text`` is refused without running the payload or writing."""
+    (config_dir / "x.yaml").write_text(config_text)
+    before = snapshot(config_dir)
+    code = main(["train", "x.yaml"])
+    assert not marker.exists()
+    assert_one_line_exit2(code, capsys.readouterr().err, "is not a valid checkpoint", fragment)
+    assert snapshot(config_dir) == before
+
+
+TAIL = (
+    "trainer: {max_steps: 1, accelerator: cpu, progress_bar: false}\n"
+    "eval: {metrics: [mse]}\n"
+)
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_init_from_file_never_executes(fmt, config_dir, capsys):
     marker = config_dir / "PWNED"
     bad = write_malicious_checkpoint(config_dir / "sddpm.ckpt", marker, fmt)
-    (config_dir / "d.yaml").write_text(
+    config = (
         "model: {name: sddpm, ch: 8, ch_mult: [1], num_res_blocks: 1, timesteps: 2, tsm: true,\n"
         f"        diffusion_steps: 10, init_from: {bad}}}\n"
-        "data: {name: mnist5k, image_size: 8, batch_size: 500}\n"
-        "trainer: {max_steps: 1, accelerator: cpu, progress_bar: false}\n"
-        "eval: {metrics: [mse]}\n"
+        "data: {name: mnist5k, image_size: 8, batch_size: 500}\n" + TAIL
     )
-    before = snapshot(config_dir)
-    code = main(["train", "d.yaml"])
-    assert not marker.exists()
-    assert_one_line_exit2(code, capsys.readouterr().err, "is not a valid checkpoint", "sddpm.ckpt")
-    assert snapshot(config_dir) == before
+    assert_train_refused(config_dir, config, marker, "sddpm.ckpt", capsys)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -64,17 +74,11 @@ def test_stage1_run_never_executes(fmt, config_dir, capsys):
     stage1.mkdir()
     save_config(build_run_config({"model": {"name": "vqvae"}}), stage1 / "config.yaml")
     plant(stage1, marker, fmt)
-    (config_dir / "p.yaml").write_text(
+    config = (
         f"model: {{name: vq_prior, stage1_run: {stage1}, n_layer: 1, n_head: 1, n_embd: 8}}\n"
-        "data: {name: mnist5k, image_size: 16, batch_size: 500}\n"
-        "trainer: {max_steps: 1, accelerator: cpu, progress_bar: false}\n"
-        "eval: {metrics: [mse]}\n"
+        "data: {name: mnist5k, image_size: 16, batch_size: 500}\n" + TAIL
     )
-    before = snapshot(config_dir)
-    code = main(["train", "p.yaml"])
-    assert not marker.exists()
-    assert_one_line_exit2(code, capsys.readouterr().err, "is not a valid checkpoint", "last.ckpt")
-    assert snapshot(config_dir) == before
+    assert_train_refused(config_dir, config, marker, "last.ckpt", capsys)
 
 
 def test_inherit_weights_api_refuses_payload(tmp_path):

@@ -105,7 +105,8 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
 
 @contextlib.contextmanager
 def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file next to ``path``; on success fsync it and rename it onto ``path``.
+    """Open a temporary file next to ``path`` (creating its folder); on success fsync it and
+    rename it onto ``path``.
 
     On any exception the temporary file is removed, ``path`` is left as it was, and an
     ``OSError`` is re-raised as :class:`FileWriteError` ("cannot write FILE: reason").
@@ -130,6 +131,7 @@ def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[IO]:
 
 def _make_temp(path: Path) -> tuple[int, str]:
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         return tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
     except OSError as err:
         raise FileWriteError(f"cannot write {path}: {describe_os_error(err)}") from None

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from snngen.config import RunConfig, load_config
+from snngen.config import MAX_IMAGE_SIZE, RunConfig, load_config
 from snngen.errors import ConfigError, SnngenError
 from snngen.files import CheckpointError, load_checkpoint
 from snngen.models import DataInfo, GenerativeModel, build_model
@@ -107,13 +107,20 @@ def read_checkpoint(ckpt_file: str | Path, map_location: str | torch.device = "c
 def _valid_data_info(raw) -> bool:
     if not isinstance(raw, dict) or set(raw) != {f.name for f in dataclasses.fields(DataInfo)}:
         return False
-    ints = (raw["channels"], raw["image_size"])
+    def whole(v, high: int) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= high
+
     return (
-        all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65536 for v in ints)
+        whole(raw["channels"], MAX_CHANNELS)
+        and whole(raw["image_size"], MAX_IMAGE_SIZE)
         and isinstance(raw["events"], bool)
-        and (raw["time_bins"] is None
-             or (isinstance(raw["time_bins"], int) and raw["time_bins"] >= 1))
+        and (raw["time_bins"] is None or whole(raw["time_bins"], MAX_TIME_BINS))
     )
+
+
+#: bounds on a checkpoint's data_info (a model is built from it before any weight is read)
+MAX_CHANNELS = 64
+MAX_TIME_BINS = 100_000
 
 
 def load_run(

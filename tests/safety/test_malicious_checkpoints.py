@@ -102,3 +102,34 @@ def test_real_checkpoint_still_loads_and_resumes(run_copy, config_dir, capsys):
 
     meta = torch.load(run_copy / "checkpoints" / "last.ckpt", weights_only=True)["snngen"]
     assert meta["batches_seen"] == 3
+
+
+def test_run_config_with_python_tag_never_executes(run_copy, config_dir, capsys):
+    """A run's config.yaml is read with yaml.safe_load: a python/object tag is refused."""
+    marker = config_dir / "PWNED"
+    (run_copy / "config.yaml").write_text(
+        f"model: !!python/object/apply:os.system ['touch {marker}']\n"
+    )
+    code = main(["sample", str(run_copy), "--out", str(config_dir / "s.png")])
+    assert not marker.exists()
+    assert_one_line_exit2(code, capsys.readouterr().err, "config.yaml", "not valid YAML")
+
+
+def test_checkpoint_claiming_a_huge_image_is_refused(run_copy, config_dir, capsys):
+    """data_info is checked before a model is built from it (no 65536-px allocation)."""
+    import torch
+
+    ckpt = run_copy / "checkpoints" / "last.ckpt"
+    data = torch.load(ckpt, weights_only=True)
+    data["snngen"]["data_info"]["image_size"] = 65536
+    torch.save(data, ckpt)
+    code = main(["info", str(run_copy)])
+    assert_one_line_exit2(code, capsys.readouterr().err, "data_info")
+
+
+def test_eval_out_in_new_folder(run_copy, config_dir):
+    assert main(["eval", str(run_copy), "--metrics", "mse", "--n", "8",
+                 "--out", "new/dir/m.json"]) == 0
+    import json
+
+    assert json.loads((config_dir / "new" / "dir" / "m.json").read_text())["mse"]["n"] == 8

@@ -384,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"snngen: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("snngen: interrupted; the last checkpoint is kept", file=sys.stderr)
+        print("snngen: interrupted; checkpoints written so far are kept", file=sys.stderr)
         return 130
 
 

@@ -218,14 +218,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         evaluate=not args.no_eval,
         run_dir=Path(os.environ["SNNGEN_RUN_DIR"]) if child else None,
     )
-    cfg, run_dir = plan.cfg, plan.run_dir
-    fixed = _fixed_batch(plan.test_set)
+    cfg, run_dir, fixed = plan.cfg, plan.run_dir, plan.fixed_batch
     if not child:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / CONFIG_FILE)
         os.environ["SNNGEN_RUN_DIR"] = str(run_dir)  # DDP children started by Lightning reuse it
-    plan.model = None  # built only to check it builds; fit() builds it again after seeding
-    lit = fit(cfg, run_dir, plan.train_set, plan.info, fixed_batch=fixed, resume=plan.resume)
+    lit = fit(cfg, run_dir, plan.train_set, plan.info, fixed_batch=fixed, resume=plan.resume,
+              model=plan.model)
     inheritance = getattr(lit.model, "inheritance", None)
     if inheritance is not None and lit.trainer.is_global_zero:
         print(f"weights from {lit.cfg.model.init_from}: {inheritance.summary()}")
@@ -236,15 +235,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     finish_run(run_dir, lit.eval_model, cfg, plan.test_set, fixed, evaluate=not args.no_eval)
     print(f"run folder: {run_dir}")
     return 0
-
-
-def _fixed_batch(test_set, n: int = 8):
-    import torch
-
-    from snngen.train import batch_to_input
-
-    items = [test_set[i][0] for i in range(min(n, len(test_set)))]
-    return batch_to_input(torch.stack(items))
 
 
 def cmd_sample(args: argparse.Namespace) -> int:

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from snngen.config import RunConfig, load_config
 from snngen.errors import ConfigError, SnngenError
 from snngen.files import check_writable_folder
 from snngen.models import DataInfo, GenerativeModel
+from snngen.train import seed_run
 
 #: bytes a checkpoint needs per parameter: weights, two Adam moments, an EMA copy, headroom
 CKPT_BYTES_PER_PARAM = 4 * 5
@@ -38,7 +40,8 @@ class TrainingPlan:
     train_set: Dataset
     test_set: Dataset
     info: DataInfo
-    model: GenerativeModel | None  # built to check it builds
+    fixed_batch: Tensor  # the first test items, for per-epoch reconstruction grids
+    model: GenerativeModel  # built right after seeding; fit() trains this one
     resume: bool
 
 
@@ -68,10 +71,12 @@ def prepare_training(
     train_set, test_set = open_datasets(cfg)
     check_data(cfg, train_set, test_set)
     info = data_info(train_set)
+    fixed = fixed_test_batch(test_set)
     if resume:
         run_dir = check_run_dir(resume)
         if getattr(cfg.model, "init_from", None):  # the checkpoint has the weights
             cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_from=None))
+    seed_run(cfg)  # the model is built once, here, with the seed's initial weights
     model = build_checked_model(cfg.model, info)
     if resume:
         check_resume_target(run_dir, cfg, info, model)
@@ -83,7 +88,16 @@ def prepare_training(
     check_writable_folder(
         run_dir, params * CKPT_BYTES_PER_PARAM + CKPT_HEADROOM_BYTES, what="run"
     )
-    return TrainingPlan(cfg, Path(run_dir), train_set, test_set, info, model, bool(resume))
+    return TrainingPlan(cfg, Path(run_dir), train_set, test_set, info, fixed, model, bool(resume))
+
+
+def fixed_test_batch(test_set: Dataset, n: int = 8) -> Tensor:
+    """Return the model input of the first ``n`` test items (images ``[n, C, H, W]``, events
+    ``[T, n, 2, H, W]``): the fixed batch of the per-epoch reconstruction grids."""
+    from snngen.train import batch_to_input
+
+    items = [test_set[i][0] for i in range(min(n, len(test_set)))]
+    return batch_to_input(torch.stack(items))
 
 
 def check_hardware(cfg: RunConfig) -> None:

@@ -411,6 +411,12 @@ def make_trainer(cfg: RunConfig, run_dir: Path, callbacks: list[L.Callback]) -> 
     )
 
 
+def seed_run(cfg: RunConfig) -> None:
+    """Seed every RNG (torch, numpy, random, data-loader workers) with ``trainer.seed``; the
+    model is built right after, so its initial weights depend on the seed alone."""
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+
+
 def next_log_version(run_dir: Path) -> int:
     """Return N of the next free ``run_dir/logs/version_N`` folder."""
     logs = Path(run_dir) / "logs"
@@ -429,16 +435,20 @@ def fit(
     info: DataInfo,
     fixed_batch: Tensor | None = None,
     resume: bool = False,
+    model: GenerativeModel | None = None,
 ) -> LitGenerative:
     """Train ``cfg``'s model in ``run_dir``; returns the trained Lightning module.
 
     ``resume=True`` continues from ``run_dir/checkpoints/last.ckpt`` up to the config's budget.
+    ``model``: the model of ``cfg.model``, built right after :func:`seed_run` (as
+    :func:`snngen.preflight.prepare_training` does); by default it is seeded and built here.
     Raises :class:`NonFiniteLossError` saying which checkpoint is kept, or that none exists.
     """
     run_dir = Path(run_dir)
     (run_dir / CKPT_DIR).mkdir(parents=True, exist_ok=True)
-    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    lit = LitGenerative(cfg, info)
+    if model is None:
+        seed_run(cfg)
+    lit = LitGenerative(cfg, info, model=model)
     lit.train_set = train_set
     world = _expected_world_size(cfg)
     spe = steps_per_epoch(len(train_set), cfg.data.batch_size, world)

@@ -41,24 +41,29 @@ EVAL_METRICS = ("mse", "fid", "kid", "is", "pr", "aefd")
 EVAL_FEATURES = ("classifier", "inception")
 
 
-def _at_least(obj: Any, key: str, low: float, optional: bool = False) -> None:
-    """Raise ``ValueError("key: ...")`` unless ``obj.key`` is a finite number >= ``low``."""
+def _check_number(
+    obj: Any, key: str, low: float, *, inclusive: bool = True, optional: bool = False
+) -> None:
+    """Raise ``ValueError("key: ...")`` unless ``obj.key`` is a finite number >= ``low``
+    (> ``low`` when not ``inclusive``); ``optional``: null is allowed too."""
     value = getattr(obj, key)
     if value is None and optional:
         return
-    if value is None or not math.isfinite(value) or value < low:
-        allowed = f"a number >= {low:g}" + (" or null" if optional else "")
+    if value is None or not math.isfinite(value) or value < low or (
+        value == low and not inclusive
+    ):
+        allowed = f"a number {'>=' if inclusive else '>'} {low:g}" + (
+            " or null" if optional else ""
+        )
         raise ValueError(f"{key}: must be {allowed}, got {value!r}")
+
+
+def _at_least(obj: Any, key: str, low: float, optional: bool = False) -> None:
+    _check_number(obj, key, low, optional=optional)
 
 
 def _positive(obj: Any, key: str, optional: bool = False) -> None:
-    """Raise ``ValueError("key: ...")`` unless ``obj.key`` is a finite number > 0."""
-    value = getattr(obj, key)
-    if value is None and optional:
-        return
-    if value is None or not math.isfinite(value) or value <= 0:
-        allowed = "a number > 0" + (" or null" if optional else "")
-        raise ValueError(f"{key}: must be {allowed}, got {value!r}")
+    _check_number(obj, key, 0, inclusive=False, optional=optional)
 
 
 @dataclass
@@ -130,7 +135,7 @@ class TrainerConfig:
             )
         if isinstance(self.devices, int):
             _at_least(self, "devices", 1)
-        elif self.devices != "auto" and not _device_list(self.devices):
+        elif self.devices != "auto" and not device_list(self.devices):
             raise ValueError(
                 "devices: must be a number >= 1, 'auto' or a list of device indices like "
                 f"'0,1', got {self.devices!r}"
@@ -149,7 +154,7 @@ class TrainerConfig:
             raise ValueError(f"ema_decay: must be in (0, 1) or null, got {self.ema_decay!r}")
 
 
-def _device_list(text: str) -> list[int]:
+def device_list(text: str) -> list[int]:
     """Return the indices of a device list string like ``"0,1"`` (empty if it is not one)."""
     parts = [p.strip() for p in text.strip().strip(",").split(",")]
     if not all(p.isdigit() for p in parts):

@@ -18,12 +18,12 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from snngen.config import RunConfig
+from snngen.config import EVAL_METRICS, RunConfig
 from snngen.models import GenerativeModel
 from snngen.report import is_event_batch, save_reconstructions, save_samples
 from snngen.train import batch_to_input
 
-METRICS = ("mse", "fid", "kid", "is", "pr", "aefd")
+METRICS = EVAL_METRICS
 GENERATIVE_METRICS = ("fid", "kid", "is", "pr", "aefd")  # computed on samples vs test images
 
 
@@ -43,9 +43,9 @@ def sample_kwargs(model: GenerativeModel, **options) -> dict:
         if value is None:
             continue
         flag = "--" + key.replace("_", "-")
+        _check_sample_option(model, flag, key, value)
         if key not in params:
             raise SnngenError(f"{flag} does not apply to model {model.name!r}")
-        _check_sample_option(model, flag, key, value)
         out[key] = value
     return out
 
@@ -152,19 +152,56 @@ class SampleImages:
 FEATURE_BYTES_PER_SAMPLE = 2048 * 4 * 3
 
 
-def check_sample_memory(n: int) -> None:
-    """Refuse a sample count whose features would not fit in the memory available now."""
+def check_evaluation_request(
+    metrics: list[str],
+    n: int,
+    features: str,
+    model: GenerativeModel | None = None,
+    *,
+    metrics_flag: str = "--metrics",
+    n_flag: str = "--n",
+    features_flag: str = "--features",
+) -> None:
+    """Refuse, before any sample is drawn, an evaluation that could not finish.
+
+    For sample metrics (fid, kid, is, pr, aefd): the features of ``n`` samples must fit in the
+    memory available now; IS needs class logits, which the bundled Inception network lacks;
+    Inception features need its weights installed; ``model`` (when given) must sample. The
+    ``*_flag`` names are how the caller spells the option (``eval.metrics`` in a config).
+    Raises :class:`~snngen.errors.SnngenError` with one line naming the option.
+    """
     from snngen.errors import SnngenError
 
+    sample_metrics = [m for m in metrics if m in GENERATIVE_METRICS]
+    if not sample_metrics:
+        return
     need = n * FEATURE_BYTES_PER_SAMPLE
     try:
         avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # pragma: no cover - no sysconf here
-        return
+        avail = need
     if need > avail:
         raise SnngenError(
-            f"--n {n}: the features of that many samples need about {need / 1e9:.1f} GB of "
+            f"{n_flag} {n}: the features of that many samples need about {need / 1e9:.1f} GB of "
             f"memory; {avail / 1e9:.1f} GB is available"
+        )
+    if "is" in metrics and features == "inception":
+        raise SnngenError(
+            f"{metrics_flag} is: the Inception Score ('is') needs class logits, which the "
+            f"bundled Inception network does not have; drop 'is' or use {features_flag} "
+            "classifier"
+        )
+    if features == "inception":
+        from snngen.metrics.inception import find_inception_weights
+
+        try:
+            find_inception_weights()
+        except FileNotFoundError as err:
+            raise SnngenError(f"{features_flag} inception: {str(err).splitlines()[0]}") from None
+    if model is not None and not model.can_sample:
+        raise SnngenError(
+            f"{metrics_flag}: {sample_metrics} compare samples, but model {model.name!r} cannot "
+            "sample; keep only mse"
         )
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "atomic_output",
     "check_writable_folder",
     "describe_os_error",
+    "is_state_dict",
     "load_checkpoint",
     "save_torch",
     "write_bytes",
@@ -98,6 +99,15 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
             f"{path} is not a valid checkpoint (holds a {type(obj).__name__}, not a dict)"
         )
     return obj
+
+
+def is_state_dict(obj: Any) -> bool:
+    """Whether ``obj`` is a state dict: a mapping of string keys to tensors."""
+    from collections.abc import Mapping
+
+    return isinstance(obj, Mapping) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
 
 
 # ----------------------------------------------------------------------------- writing

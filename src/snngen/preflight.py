@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from snngen.config import RunConfig, load_config
+from snngen.config import RunConfig, device_list, load_config
 from snngen.errors import ConfigError, SnngenError
 from snngen.files import check_writable_folder
 from snngen.models import DataInfo, GenerativeModel
@@ -121,7 +121,7 @@ def check_hardware(cfg: RunConfig) -> None:
                 f"trainer.devices={wanted}: this machine has {available} {kind}"
             )
     elif t.devices != "auto":
-        ids = [int(p) for p in str(t.devices).strip(",").split(",")]
+        ids = device_list(str(t.devices))
         if on_gpu and max(ids) >= gpus:
             raise ConfigError(
                 f"trainer.devices={t.devices}: GPU {max(ids)} does not exist "
@@ -160,7 +160,7 @@ def check_resume_target(
 ) -> None:
     """Refuse a run to resume whose checkpoint is unreadable, of another model or data shape,
     or does not fit the model the config builds."""
-    from snngen.runs import checkpoint_path, read_checkpoint
+    from snngen.runs import checkpoint_path, load_model_weights, read_checkpoint
 
     ckpt_file = checkpoint_path(run_dir)
     ckpt = read_checkpoint(ckpt_file)
@@ -177,15 +177,10 @@ def check_resume_target(
         )
     if not isinstance(meta.get("batches_seen"), int) or not isinstance(meta.get("rng"), dict):
         raise SnngenError(f"cannot resume {run_dir}: {ckpt_file} has no training state")
-    state = ckpt["state_dict"]
-    weights = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(weights)  # overwritten again by Lightning's restore
-    except RuntimeError as err:
-        first = " ".join(str(err).split())[:300]
-        raise SnngenError(
-            f"cannot resume {run_dir}: its checkpoint does not fit the config's model ({first})"
-        ) from None
+    load_model_weights(  # overwritten again by Lightning's restore
+        model, ckpt["state_dict"], ema=False,
+        problem=f"cannot resume {run_dir}: its checkpoint does not fit the config's model",
+    )
     if not isinstance(ckpt.get("optimizer_states"), list) or not isinstance(
         ckpt.get("loops"), dict
     ):
@@ -193,37 +188,12 @@ def check_resume_target(
 
 
 def check_evaluation(cfg: RunConfig, model: GenerativeModel) -> None:
-    """Refuse an end-of-run evaluation that would fail after training (metrics the chosen
-    features cannot give)."""
+    """Refuse an end-of-run evaluation that would fail after training
+    (:func:`snngen.evaluation.check_evaluation_request` on the ``eval`` section)."""
+    from snngen.evaluation import check_evaluation_request
+
     e = cfg.eval
-    if any(m != "mse" for m in e.metrics):
-        from snngen.evaluation import check_sample_memory
-
-        try:
-            check_sample_memory(e.n_samples)
-        except SnngenError as err:
-            reason = str(err).split(": ", 1)[1]
-            raise ConfigError(f"eval.n_samples={e.n_samples}: {reason}") from None
-    if "is" in e.metrics and e.features == "inception":
-        raise ConfigError(
-            "eval.metrics: 'is' needs Inception class logits, which the bundled Inception "
-            "network does not have; drop 'is' or use eval.features=classifier"
-        )
-    if e.features == "inception" and any(m != "mse" for m in e.metrics):
-        from snngen.metrics.inception import find_inception_weights
-
-        try:
-            find_inception_weights()
-        except FileNotFoundError as err:
-            raise ConfigError(f"eval.features=inception: {str(err).splitlines()[0]}") from None
-    generative = [m for m in e.metrics if m != "mse"]
-    if generative:
-        try:
-            can_sample = type(model).sample is not GenerativeModel.sample
-        except AttributeError:  # pragma: no cover
-            can_sample = False
-        if not can_sample:
-            raise ConfigError(
-                f"eval.metrics: {generative} compare samples, but model {model.name!r} cannot "
-                "sample; keep only mse"
-            )
+    check_evaluation_request(
+        e.metrics, e.n_samples, e.features, model,
+        metrics_flag="eval.metrics", n_flag="eval.n_samples", features_flag="eval.features",
+    )

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from snngen.config import MAX_IMAGE_SIZE, RunConfig, load_config
 from snngen.errors import ConfigError, SnngenError
-from snngen.files import CheckpointError, load_checkpoint
+from snngen.files import CheckpointError, is_state_dict, load_checkpoint
 from snngen.models import DataInfo, GenerativeModel, build_model
 from snngen.train import CKPT_DIR, LAST_CKPT
 
@@ -95,9 +95,7 @@ def read_checkpoint(ckpt_file: str | Path, map_location: str | torch.device = "c
         problem = "its metadata has no model_name"
     elif not _valid_data_info(meta.get("data_info")):
         problem = "its metadata has no valid data_info"
-    elif not isinstance(ckpt.get("state_dict"), dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ckpt["state_dict"].items()
-    ):
+    elif not is_state_dict(ckpt.get("state_dict")):
         problem = "it has no state_dict of named tensors"
     if problem:
         raise CheckpointError(f"{ckpt_file} is not a valid snngen checkpoint ({problem})")
@@ -147,18 +145,27 @@ def load_run(
     if getattr(model_cfg, "init_from", None):  # the checkpoint holds the weights: inherit nothing
         model_cfg = dataclasses.replace(model_cfg, init_from=None)
     model = build_checked_model(model_cfg, info)
-    state = ckpt["state_dict"]
-    prefix = "ema.model." if ema and any(k.startswith("ema.model.") for k in state) else "model."
-    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as err:
-        first = " ".join(str(err).split())[:300]
-        raise SnngenError(
-            f"checkpoint {ckpt_file} does not fit model {cfg.model.name!r}: {first}"
-        ) from None
+    load_model_weights(model, ckpt["state_dict"], ema=ema,
+                       problem=f"checkpoint {ckpt_file} does not fit model {cfg.model.name!r}")
     model.eval()
     return Run(path=path, cfg=cfg, info=info, model=model, meta=meta)
+
+
+def model_weights(state: dict, ema: bool = True) -> dict:
+    """Return the model's own weights from a training checkpoint's ``state_dict``: the EMA
+    copy (``ema.model.<key>``) when ``ema`` and present, else the trained ``model.<key>``."""
+    prefix = "ema.model." if ema and any(k.startswith("ema.model.") for k in state) else "model."
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def load_model_weights(model: GenerativeModel, state: dict, *, ema: bool, problem: str) -> None:
+    """Load :func:`model_weights` of a checkpoint's ``state_dict`` into ``model``; a missing,
+    unexpected or mis-shaped key is a one-line :class:`SnngenError`: ``problem (first reason)``."""
+    try:
+        model.load_state_dict(model_weights(state, ema=ema))
+    except RuntimeError as err:
+        first = " ".join(str(err).split())[:300]
+        raise SnngenError(f"{problem} ({first})") from None
 
 
 def build_checked_model(model_cfg, info: DataInfo) -> GenerativeModel:

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from snngen.errors import SnngenError
-from snngen.files import FileWriteError, atomic_output, check_writable_folder, describe_os_error
+from snngen.files import atomic_output, check_writable_folder
 
 #: the most images one PNG grid holds
 MAX_GRID_SAMPLES = 4096
@@ -110,11 +110,7 @@ def _write_folder(batches: Iterable[Tensor], output: SampleOutput) -> list[Path]
     from snngen.report import is_event_batch
     from snngen.viz import events_to_rgb, save_grid, time_unfold
 
-    try:
-        output.path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise FileWriteError(f"cannot write {output.path}: {describe_os_error(err)}") from None
-    i = 0
+    i = 0  # each file's folder is made by its atomic write
     for batch in batches:
         batch = batch.cpu()
         if is_event_batch(batch):
@@ -130,14 +126,13 @@ def _write_folder(batches: Iterable[Tensor], output: SampleOutput) -> list[Path]
 def _write_npy(batches: Iterable[Tensor], output: SampleOutput) -> list[Path]:
     from snngen.report import is_event_batch
 
-    array = None
     i = 0
     with atomic_output(output.path, "wb") as handle:
         for batch in batches:
             batch = batch.detach().cpu().float()
             if is_event_batch(batch):
                 batch = batch.transpose(0, 1)  # sample first: [B, T, 2, H, W]
-            if array is None:
+            if i == 0:  # the header, from the first batch's sample shape
                 shape = (output.n, *batch.shape[1:])
                 if math.prod(batch.shape[1:]) != output.values_per_sample:
                     raise SnngenError(
@@ -147,7 +142,7 @@ def _write_npy(batches: Iterable[Tensor], output: SampleOutput) -> list[Path]:
                 header = {"descr": "<f4", "fortran_order": False, "shape": shape}
                 np.lib.format.write_array_header_1_0(handle, header)
             handle.write(np.ascontiguousarray(batch.numpy(), dtype="<f4").tobytes())
-            array, i = True, i + batch.shape[0]
+            i += batch.shape[0]
         if i != output.n:
             raise SnngenError(f"expected {output.n} samples, got {i}")
     return [output.path]

@@ -191,7 +191,7 @@ class LitGenerative(L.LightningModule):
         for name in self._group_names:
             value = losses[name]
             if not torch.isfinite(value.detach()).all():
-                self._log_nonfinite(losses, x)
+                self._log_nonfinite(losses)
                 raise NonFiniteLossError(
                     f"non-finite loss {name}={value.item()} at step {self.batches_seen + 1}; "
                     "training stopped before the optimiser step"
@@ -215,7 +215,7 @@ class LitGenerative(L.LightningModule):
             "loss", losses["loss"].detach().float(), prog_bar=True, logger=False, batch_size=bs
         )
 
-    def _log_nonfinite(self, losses: dict[str, Tensor], x: Tensor) -> None:
+    def _log_nonfinite(self, losses: dict[str, Tensor]) -> None:
         """Write the failing step's losses straight to the loggers (Lightning logs only every
         ``log_every_n_steps``), so the CSV log shows where training went wrong."""
         row = {f"train/{k}": float(v.detach().float()) for k, v in losses.items() if v.dim() == 0}
@@ -315,7 +315,8 @@ class AtomicCheckpoint(L.Callback):
         self.saved_step: int | None = None
 
     def save(self, trainer: L.Trainer, step: int) -> None:
-        # every rank calls it, rank 0 writes; weights_only=False: the full training state
+        # a save, nothing is loaded: weights_only=False here means "also write the optimiser,
+        # loop and RNG state" (what resume needs). Every rank calls it, rank 0 writes.
         trainer.save_checkpoint(self.path, weights_only=False)
         self.saved_step = step
 
@@ -384,10 +385,11 @@ def make_trainer(cfg: RunConfig, run_dir: Path, callbacks: list[L.Callback]) -> 
         strategy = DDPStrategy(process_group_backend="gloo")
     # one new logs/version_N folder per fit() call, both loggers in it: resuming never
     # overwrites earlier logs
-    version = next_log_version(run_dir)
+    csv_logger = CSVLogger(run_dir, name="logs")
     loggers = [
-        CSVLogger(run_dir, name="logs", version=version),
-        TensorBoardLogger(run_dir, name="logs", version=version, default_hp_metric=False),
+        csv_logger,
+        TensorBoardLogger(run_dir, name="logs", version=csv_logger.version,
+                          default_hp_metric=False),
     ]
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # the EMA copy
     return L.Trainer(
@@ -415,17 +417,6 @@ def seed_run(cfg: RunConfig) -> None:
     """Seed every RNG (torch, numpy, random, data-loader workers) with ``trainer.seed``; the
     model is built right after, so its initial weights depend on the seed alone."""
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-
-
-def next_log_version(run_dir: Path) -> int:
-    """Return N of the next free ``run_dir/logs/version_N`` folder."""
-    logs = Path(run_dir) / "logs"
-    taken = [
-        int(p.name.split("_", 1)[1])
-        for p in (logs.iterdir() if logs.is_dir() else [])
-        if p.is_dir() and p.name.startswith("version_") and p.name.split("_", 1)[1].isdigit()
-    ]
-    return max(taken, default=-1) + 1
 
 
 def fit(

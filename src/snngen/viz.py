@@ -60,18 +60,12 @@ def save_image(img: Image.Image, path: str | Path, **options) -> Path:
 
     The format comes from the suffix (``.png``, ``.gif``, ...); ``options`` go to
     ``Image.save``. Creates the parent folder. Returns the path."""
-    from snngen.files import FileWriteError, atomic_output
+    from snngen.files import atomic_output
 
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"{path}: unknown image file extension {path.suffix!r}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        from snngen.files import describe_os_error
-
-        raise FileWriteError(f"cannot write {path}: {describe_os_error(err)}") from None
     with atomic_output(path, "wb") as f:
         img.save(f, format=fmt, **options)
     return path

@@ -40,7 +40,6 @@ def save_record(record: dict[str, Any], path: Path) -> Path:
     """Write ``record`` with ``torch.save`` atomically (temporary file, fsync, rename)."""
     from snngen.files import save_torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     return save_torch(record, path)
 
 

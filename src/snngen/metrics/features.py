@@ -89,8 +89,6 @@ class Features:
         """Write to ``path`` (atomically: temporary file, fsync, rename); returns the path."""
         from snngen.files import save_torch
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         return save_torch(
             {"features": self.features, "logits": self.logits, "name": self.name}, path
         )

@@ -50,6 +50,11 @@ class GenerativeModel(nn.Module):
         raise NotImplementedError(f"model {self.name!r} has no reconstruction")
 
     @property
+    def can_sample(self) -> bool:
+        """Whether :meth:`sample` is implemented."""
+        return type(self).sample is not GenerativeModel.sample
+
+    @property
     def can_reconstruct(self) -> bool:
         """Whether :meth:`reconstruct` is implemented."""
         return type(self).reconstruct is not GenerativeModel.reconstruct

@@ -81,10 +81,10 @@ def load_source_state(source: nn.Module | Mapping | str | Path, *, ema: bool = F
         source = load_checkpoint(path)  # data only: a file that would run code is refused
     if not isinstance(source, Mapping):
         raise SnngenError(f"cannot inherit weights from a {type(source).__name__}")
+    from snngen.files import is_state_dict
+
     state = source.get("state_dict", source)
-    if not isinstance(state, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
-    ):
+    if not is_state_dict(state):
         raise SnngenError("cannot inherit weights: the source holds no state dict of named tensors")
     if ema and any(k.startswith("ema.model.") for k in state):
         return _strip(state, "ema.model.")

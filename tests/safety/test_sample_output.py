@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -46,3 +47,35 @@ def test_batch_size_changes_memory_not_the_grid_when_one_batch(run_copy, config_
     a = np.asarray(Image.open(config_dir / "a.png"))
     b = np.asarray(Image.open(config_dir / "b.png"))
     np.testing.assert_array_equal(a, b)
+
+
+def test_npy_output_of_events_is_sample_first(tmp_path):
+    """Event batches [T, B, 2, H, W] are stored sample first: arr[i] is sample i's [T, 2, H, W]."""
+    from snngen.sample_files import plan_sample_output, write_sample_batches
+
+    gen = torch.Generator().manual_seed(0)
+    first, second = (torch.randint(0, 5, (3, b, 2, 4, 4), generator=gen).float() for b in (2, 1))
+    out = plan_sample_output(tmp_path / "ev.npy", 3, 3 * 2 * 4 * 4, events=True)
+    write_sample_batches(iter([first, second]), out)
+    arr = np.load(tmp_path / "ev.npy")
+    assert arr.shape == (3, 3, 2, 4, 4)
+    for i, sample in enumerate([first[:, 0], first[:, 1], second[:, 0]]):
+        np.testing.assert_array_equal(arr[i], sample.numpy())
+
+
+def test_diffusion_steps_bounded_by_the_trained_schedule():
+    """--steps may be 1 ... the model's diffusion_steps (here 10), nothing else."""
+    from snngen.errors import SnngenError
+    from snngen.evaluation import sample_kwargs
+    from snngen.models import DataInfo, build_model
+    from snngen.models.diffusion_model import SDDPMConfig
+
+    model = build_model(SDDPMConfig(ch=8, ch_mult=[1], num_res_blocks=1, timesteps=2,
+                                    diffusion_steps=10), DataInfo(channels=1, image_size=8))
+    assert sample_kwargs(model, steps=10, solver="ddim") == {"steps": 10, "solver": "ddim"}
+    assert sample_kwargs(model, steps=1) == {"steps": 1}
+    for bad in (11, 0):
+        with pytest.raises(SnngenError, match=f"--steps {bad}"):
+            sample_kwargs(model, steps=bad)
+    with pytest.raises(SnngenError, match="--solver euler: unknown sampler"):
+        sample_kwargs(model, solver="euler")

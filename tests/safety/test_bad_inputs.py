@@ -233,3 +233,23 @@ def test_out_in_unwritable_folder(run_copy, config_dir, capsys):  # pragma: no c
     locked.mkdir(mode=0o500)
     code = main(["sample", str(run_copy), "--out", str(locked / "s.png")])
     assert_one_line_exit2(code, capsys.readouterr().err, "no permission")
+
+
+def test_evaluation_request_needs_a_sampling_model():
+    """Sample metrics on a model without sample() are refused before training; mse is fine."""
+    from tiny_model import TinyAutoencoder, TinyConfig
+
+    from snngen.errors import SnngenError
+    from snngen.evaluation import check_evaluation_request
+    from snngen.models import DataInfo, GenerativeModel
+
+    class NoSampler(GenerativeModel):
+        name = "no_sampler"
+
+    tiny = TinyAutoencoder(TinyConfig(), DataInfo(channels=1, image_size=8))
+    assert tiny.can_sample and not NoSampler().can_sample
+    check_evaluation_request(["fid"], 10, "classifier", tiny)
+    check_evaluation_request(["mse"], 10, "classifier", NoSampler())
+    with pytest.raises(SnngenError, match=r"eval.metrics: \['fid'\] compare samples.*no_sampler"):
+        check_evaluation_request(["mse", "fid"], 10, "classifier", NoSampler(),
+                                 metrics_flag="eval.metrics")

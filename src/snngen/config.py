@@ -76,6 +76,8 @@ class DataConfig:
     batch_size: int = 64
     num_workers: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    #: training-split augmentation, e.g. ``[hflip]`` (see :mod:`snngen.data.augment`)
+    augment: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.name.strip():
@@ -85,6 +87,9 @@ class DataConfig:
             raise ValueError(f"image_size: must be <= {MAX_IMAGE_SIZE}, got {self.image_size}")
         _at_least(self, "batch_size", 1)
         _at_least(self, "num_workers", 0)
+        from snngen.data.augment import check_augment
+
+        self.augment = check_augment(self.augment)
 
 
 @dataclass

@@ -58,6 +58,7 @@ def prepare_training(
     run (then it is checked too); ``run_dir``: a folder fixed by the caller (DDP children).
     Raises :class:`SnngenError` naming the first bad value or file; writes nothing.
     """
+    from snngen.data.augment import augmented
     from snngen.runs import (
         build_checked_model,
         check_run_dir,
@@ -70,6 +71,7 @@ def prepare_training(
     check_hardware(cfg)
     train_set, test_set = open_datasets(cfg)
     check_data(cfg, train_set, test_set)
+    train_set = augmented(train_set, cfg.data.augment)
     info = data_info(train_set)
     fixed = fixed_test_batch(test_set)
     if resume:

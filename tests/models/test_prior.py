@@ -149,15 +149,19 @@ def test_prior_on_a_stage1_run(stage1_runs, kind):
             torch.testing.assert_close(prior.stage1.state_dict()[k], v)
     prior.train()
     assert not prior.stage1.training and prior.gpt.training
-    assert set(prior.optimizer_groups()["loss"]) == set(prior.gpt.parameters())
+    decay, no_decay = prior.optimizer_groups()["loss"]  # minGPT's groups (the original's)
+    assert {id(p) for p in decay["params"] + no_decay["params"]} == {
+        id(p) for p in prior.gpt.parameters()
+    }
+    assert no_decay["weight_decay"] == 0.0
     x = torch.rand(3, 1, 8, 8) if not info.events else torch.randint(0, 2, (2, 3, 2, 8, 8)).float()
     out = prior.loss(x)
     assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
     out["loss"].backward()
     assert all(p.grad is None for p in prior.stage1.parameters())
     prior.eval()
-    per_pos = 2 if kind == "vanilla" else 1
-    assert prior.seq_len == 16 * per_pos
+    # vanilla: the original's baseline, one step's 16 codes per sequence, 2 steps per sample
+    assert prior.seq_len == 16 and prior.code_steps == (2 if kind == "vanilla" else 1)
     s = prior.sample(5, generator=torch.Generator().manual_seed(0), top_k=4)
     if info.events:
         assert s.shape == (2, 5, 2, 8, 8) and s.min() >= 0 and s.max() <= 1
@@ -166,11 +170,30 @@ def test_prior_on_a_stage1_run(stage1_runs, kind):
     assert prior.reconstruct(x).shape == x.shape
 
 
-def test_cached_and_uncached_sampling_agree(stage1_runs):
+def test_vanilla_joint_mode(stage1_runs):
+    """vanilla_mode: joint models the 2 steps of all 16 positions as one 32-token sequence."""
     run_dir, info = stage1_runs["vanilla"]
     torch.manual_seed(0)
     prior = build_model(
-        PriorConfig(stage1_run=str(run_dir), n_layer=2, n_head=2, n_embd=16, time_steps=2), info
+        PriorConfig(stage1_run=str(run_dir), n_layer=1, n_head=2, n_embd=16, time_steps=2,
+                    vanilla_mode="joint"), info
+    )
+    assert prior.seq_len == 32 and prior.code_steps == 1
+    x = torch.rand(3, 1, 8, 8)
+    tokens = prior.stage1.encode_tokens(x)
+    logits = prior.gpt(prior._with_sos(tokens))
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, prior.vocab_size), tokens.flatten())
+    torch.testing.assert_close(prior.loss(x)["loss"], ce)
+    assert prior.eval().sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 1, 8, 8)
+
+
+@pytest.mark.parametrize("mode", ["independent", "joint"])
+def test_cached_and_uncached_sampling_agree(stage1_runs, mode):
+    run_dir, info = stage1_runs["vanilla"]
+    torch.manual_seed(0)
+    prior = build_model(
+        PriorConfig(stage1_run=str(run_dir), n_layer=2, n_head=2, n_embd=16, time_steps=2,
+                    vanilla_mode=mode), info
     ).eval()
     with torch.no_grad():
         for name, p in prior.gpt.named_parameters():
@@ -266,3 +289,62 @@ def test_compare_benchmark_rows(stage1_runs, tmp_path):
     assert "fid" not in stage1_only[0]
     table = bench.format_table(rows + stage1_only)
     assert "temporal" in table and table.splitlines()[-1].rstrip().endswith("-")
+
+
+def test_import_original_gpt_into_a_prior(stage1_runs):
+    """``snngen import tts-prior``'s key map on a whole prior: the original's ``transformer.*``
+    keys land in ``gpt``; without ``first_stage_model.*`` keys stage 1 keeps its run's weights."""
+    from snngen.importers import ImportMismatch, load_original
+    from snngen.importers.tts_prior import original_name
+
+    run_dir, info = stage1_runs["temporal"]
+    cfg = PriorConfig(stage1_run=str(run_dir), n_layer=1, n_head=2, n_embd=16, time_steps=2)
+    torch.manual_seed(0)
+    source = build_model(cfg, info)
+    torch.manual_seed(1)
+    prior = build_model(cfg, info)
+    original = {"transformer." + original_name(k): v for k, v in source.gpt.state_dict().items()}
+    original["transformer.blocks.0.attn.mask"] = torch.ones(1, 1, 16, 16)
+    original["transformer.blocks.0.mlp.1.threshold"] = torch.tensor(0.5)
+    stage1_before = {k: v.clone() for k, v in prior.stage1.state_dict().items()}
+    load_original(prior, original, "tts-prior")
+    for k, v in source.gpt.state_dict().items():
+        assert torch.equal(prior.gpt.state_dict()[k], v)
+    for k, v in stage1_before.items():
+        assert torch.equal(prior.stage1.state_dict()[k], v)
+    with pytest.raises(ImportMismatch, match="no place"):
+        load_original(prior, {**original, "ema.x": torch.zeros(1)}, "tts-prior")
+    # first_stage_model.* keys go through the tts-vqvae key map (stubbed here: identity)
+    from snngen.importers import importer
+
+    stage1 = {"first_stage_model." + k: torch.full_like(v, 0.25) if v.is_floating_point() else v
+              for k, v in prior.stage1.state_dict().items()}
+    calls = []
+
+    def identity(sub, model):
+        calls.append(model)
+        return dict(sub)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(importer("tts-vqvae"), "convert", identity)
+        load_original(prior, {**original, **stage1}, "tts-prior")
+    assert calls == [prior.stage1]
+    assert all((v == 0.25).all() for v in prior.stage1.state_dict().values()
+               if v.is_floating_point())
+
+
+def test_adamw_gets_mingpt_groups():
+    """The trainer's optimiser over ``optimizer_groups()``: Linear weights decay with
+    ``optim.weight_decay``, everything else with 0 (the original's minGPT groups)."""
+    from snngen.train import make_optimizer
+
+    cfg = build_run_config({"model": {"name": "vq_prior", "stage1_run": "unused"},
+                            "optim": {"name": "adamw", "lr": 1e-3, "betas": [0.9, 0.95],
+                                      "weight_decay": 0.01}})
+    gpt = SpikingGPT(PriorConfig(n_layer=1, n_head=2, n_embd=8), 5, 4)
+    opt = make_optimizer(cfg, gpt.param_groups(), {}, 1)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.0]
+    assert all(g["betas"] == (0.9, 0.95) for g in opt.param_groups)
+    linear = {id(m.weight) for m in gpt.modules() if isinstance(m, torch.nn.Linear)}
+    assert {id(p) for p in opt.param_groups[0]["params"]} == linear
+    assert len(opt.param_groups[1]["params"]) == len(list(gpt.parameters())) - len(linear)

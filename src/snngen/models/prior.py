@@ -20,14 +20,25 @@ alone and attends to the cache. Cached and uncached sampling give the same token
 averaged its cache over time, which made the two differ).
 
 Trained with cross-entropy on the frozen stage-1 codes; AdamW betas (0.9, 0.95), weight decay
-0.01 in the paper configs.
+0.01 in the paper configs, on minGPT's groups (``weight_decay_groups: mingpt``): only the
+weights of Linear layers decay, not biases, LayerNorms, embeddings or the position embedding.
+As in the original, the token-embedding table is not trained (``train_token_embedding:
+false``): the original repeats the embeddings over time under ``torch.no_grad``, so the table
+keeps its initial values.
+
+Vanilla (per-step) codebooks: with ``vanilla_mode: independent`` (the original's
+``Net2NetTransformerNonTE``, the default) the GPT models one step's ``h*w`` codes; each training
+batch uses one step drawn at random, and sampling draws the ``T`` steps as ``T`` independent
+sequences - which is what makes the baseline's event samples temporally inconsistent. With
+``vanilla_mode: joint`` the GPT models all ``h*w*T`` codes of a sample as one sequence (position
+by position, the ``T`` steps of a position in time order).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +77,13 @@ class PriorConfig:
     sos_token: int = 0
     temperature: float = 1.0  # sampling defaults (sample() arguments override them)
     top_k: int | None = None
+    # the original never trains the token-embedding table (its no-grad time repeat)
+    train_token_embedding: bool = False
+    # "mingpt": decay Linear weights only (the original); "all": every parameter
+    weight_decay_groups: Literal["mingpt", "all"] = "mingpt"
+    # vanilla codebooks: "independent" (one step's h*w codes per sequence, steps sampled
+    # independently: the original's baseline) or "joint" (all h*w*T codes in one sequence)
+    vanilla_mode: Literal["independent", "joint"] = "independent"
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
@@ -76,6 +94,14 @@ class PriorConfig:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k must be >= 1 or null, got {self.top_k}")
+        if self.weight_decay_groups not in ("mingpt", "all"):
+            raise ValueError(
+                f"weight_decay_groups must be 'mingpt' or 'all', got {self.weight_decay_groups!r}"
+            )
+        if self.vanilla_mode not in ("independent", "joint"):
+            raise ValueError(
+                f"vanilla_mode must be 'independent' or 'joint', got {self.vanilla_mode!r}"
+            )
 
 
 # ----------------------------------------------------------------------------- network
@@ -188,7 +214,8 @@ class SpikingGPT(nn.Module):
     """Token ids ``[B, L]`` -> logits ``[B, L, vocab]`` (mean over ``time_steps`` SNN steps).
 
     ``forward(idx, cache)``: with a :class:`KVCache`, ``idx`` are the tokens that follow the
-    cached ones (positions ``P .. P+L-1``) and the cache is extended in place.
+    cached ones (positions ``P .. P+L-1``) and the cache is extended in place. The token
+    embedding table is frozen unless ``cfg.train_token_embedding`` (the original's is).
     """
 
     def __init__(self, cfg: PriorConfig, vocab_size: int, block_size: int) -> None:
@@ -202,22 +229,41 @@ class SpikingGPT(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.n_embd)
         self.head = nn.Linear(cfg.n_embd, vocab_size, bias=False)
         self.apply(_init_weights)
+        self.tok_emb.weight.requires_grad_(cfg.train_token_embedding)
 
     def new_cache(self) -> KVCache:
         """An empty key/value cache for this network."""
         return KVCache(len(self.blocks))
 
-    def forward(self, idx: Tensor, cache: KVCache | None = None) -> Tensor:
-        """Return logits ``[B, L, vocab]`` of tokens ``idx`` ``[B, L]``."""
+    def forward(
+        self, idx: Tensor, cache: KVCache | None = None, token_embeddings: Tensor | None = None
+    ) -> Tensor:
+        """Return logits ``[B, L, vocab]`` of tokens ``idx`` ``[B, L]``.
+
+        ``token_embeddings`` ``[B, L, C]``, when given, replace ``tok_emb(idx)`` (gradients
+        flow into them).
+        """
         past = 0 if cache is None else cache.length
         n = idx.shape[1]
         if past + n > self.block_size:
             raise ValueError(f"sequence of {past + n} tokens exceeds block_size {self.block_size}")
-        x = self.drop(self.tok_emb(idx) + self.pos_emb[:, past : past + n])
-        x = direct_encode(x, self.cfg.time_steps)  # [T, B, L, C]
+        tok = self.tok_emb(idx) if token_embeddings is None else token_embeddings
+        x = tok + self.pos_emb[:, past : past + n]
+        x = self.drop(direct_encode(x, self.cfg.time_steps))  # [T, B, L, C], a mask per step
         for i, block in enumerate(self.blocks):
             x = block(x, cache, i)
         return self.head(self.ln_f(x)).mean(0)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """minGPT's AdamW groups: the weights of Linear layers (decayed with the optimiser's
+        ``weight_decay``), then everything else - biases, LayerNorms, embeddings, the position
+        embedding - with ``weight_decay`` 0."""
+        decay = {id(m.weight) for m in self.modules() if isinstance(m, nn.Linear)}
+        params = list(self.parameters())
+        return [
+            {"params": [p for p in params if id(p) in decay]},
+            {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0},
+        ]
 
 
 def _init_weights(m: nn.Module) -> None:
@@ -240,7 +286,9 @@ def sample_logits(
     restricted to the ``top_k`` largest; ``temperature=0`` takes the argmax. Returns ``[B]``."""
     if temperature == 0:
         return logits.argmax(-1)
-    logits = logits.float() / temperature
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -256,19 +304,27 @@ def sample_logits(
 class VQPrior(GenerativeModel):
     """Spiking GPT over the codes of a frozen stage-1 VQ-VAE; samples images (or event frames).
 
-    The stage-1 model is loaded from ``cfg.stage1_run`` when the prior is built and kept, frozen
-    and in eval mode, as the submodule ``stage1`` (its weights are saved in the prior's
-    checkpoints too). ``reconstruct`` is stage 1's reconstruction.
+    The stage-1 model is loaded from ``cfg.stage1_run`` when the prior is built (or given as
+    ``stage1``) and kept, frozen and in eval mode, as the submodule ``stage1`` (its weights are
+    saved in the prior's checkpoints too). ``reconstruct`` is stage 1's reconstruction.
+
+    ``seq_len`` is the length of one GPT sequence: ``h*w`` (temporal codebook, or vanilla with
+    ``vanilla_mode: independent``, then ``code_steps = T`` sequences per sample) or ``h*w*T``
+    (vanilla, ``joint``).
     """
 
     name = "vq_prior"
 
-    def __init__(self, cfg: PriorConfig, info: DataInfo) -> None:
+    def __init__(self, cfg: PriorConfig, info: DataInfo, stage1: nn.Module | None = None) -> None:
         super().__init__()
         self.cfg, self.info = cfg, info
-        self.stage1 = _load_stage1(cfg, info)
+        self.stage1 = _load_stage1(cfg, info) if stage1 is None else stage1.eval()
         self.vocab_size = self.stage1.vocab_size
-        self.seq_len = self.stage1.tokens_per_sample
+        vanilla = self.stage1.cfg.codebook == "vanilla"
+        self.code_steps = (
+            self.stage1.cfg.time_steps if vanilla and cfg.vanilla_mode == "independent" else 1
+        )
+        self.seq_len = self.stage1.tokens_per_sample // self.code_steps
         if not 0 <= cfg.sos_token < self.vocab_size:
             raise ValueError(f"sos_token {cfg.sos_token} is not in [0, {self.vocab_size})")
         self.gpt = SpikingGPT(cfg, self.vocab_size, self.seq_len)
@@ -278,18 +334,40 @@ class VQPrior(GenerativeModel):
         self.stage1.eval()  # frozen: never in training mode
         return self
 
-    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
+    def optimizer_groups(self) -> dict[str, list]:
+        """One AdamW over the GPT: minGPT's decay / no-decay groups (``weight_decay_groups:
+        mingpt``, the original) or all parameters decayed (``all``)."""
+        if self.cfg.weight_decay_groups == "mingpt":
+            return {"loss": self.gpt.param_groups()}
         return {"loss": list(self.gpt.parameters())}
 
     def _with_sos(self, tokens: Tensor) -> Tensor:
+        """``[sos, t_0, ..., t_{L-2}]``: the GPT input whose outputs predict ``tokens``."""
         sos = torch.full_like(tokens[:, :1], self.cfg.sos_token)
         return torch.cat([sos, tokens[:, :-1]], dim=1)
 
-    def loss(self, batch: Tensor) -> dict[str, Tensor]:
-        tokens = self.stage1.encode_tokens(batch)  # [B, L], no grad
+    def token_loss(self, tokens: Tensor, step: int | None = None) -> dict[str, Tensor]:
+        """Cross-entropy of the GPT on stage-1 ``tokens`` ``[B, tokens_per_sample]``.
+
+        With ``code_steps > 1`` (vanilla, independent) the GPT sees one step's codes: ``step``,
+        or in training mode one drawn uniformly from the global RNG for the whole batch (as the
+        original); in eval mode (``step=None``) every step's sequence, averaged (a
+        deterministic test loss with the same expectation).
+        """
+        if self.code_steps > 1:
+            per_step = tokens.view(tokens.shape[0], self.seq_len, self.code_steps)
+            if step is None and self.training:
+                step = int(torch.randint(self.code_steps, ()).item())
+            if step is None:
+                tokens = per_step.permute(2, 0, 1).reshape(-1, self.seq_len)  # [S*B, L]
+            else:
+                tokens = per_step[..., step]
         logits = self.gpt(self._with_sos(tokens))
         ce = F.cross_entropy(logits.reshape(-1, self.vocab_size), tokens.reshape(-1))
         return {"loss": ce, "bits_per_token": ce.detach() / math.log(2)}
+
+    def loss(self, batch: Tensor) -> dict[str, Tensor]:
+        return self.token_loss(self.stage1.encode_tokens(batch))  # stage-1 codes, no grad
 
     @torch.no_grad()
     def generate_tokens(
@@ -300,13 +378,30 @@ class VQPrior(GenerativeModel):
         top_k: int | None = None,
         use_cache: bool = True,
     ) -> Tensor:
-        """Sample ``n`` token sequences ``[n, seq_len]`` one token at a time.
+        """Sample ``n`` token sequences ``[n, tokens_per_sample]`` one token at a time.
 
         ``use_cache=True`` runs each new token alone against the key/value cache;
-        ``use_cache=False`` re-runs the whole prefix every step (same tokens, slower).
+        ``use_cache=False`` re-runs the whole prefix every step (same tokens, slower). With
+        ``code_steps > 1`` the steps are ``code_steps`` independent sequences, drawn one after
+        the other (step 0's first), interleaved into stage 1's token layout.
         """
         temperature = self.cfg.temperature if temperature is None else temperature
         top_k = self.cfg.top_k if top_k is None else top_k
+        steps = [
+            self._generate_sequence(n, generator, temperature, top_k, use_cache)
+            for _ in range(self.code_steps)
+        ]
+        return torch.stack(steps, dim=-1).flatten(1)  # [n, seq_len * code_steps]
+
+    def _generate_sequence(
+        self,
+        n: int,
+        generator: torch.Generator | None,
+        temperature: float,
+        top_k: int | None,
+        use_cache: bool,
+    ) -> Tensor:
+        """``n`` sequences ``[n, seq_len]`` from the start token."""
         device = self.gpt.head.weight.device
         seq = torch.full((n, 1), self.cfg.sos_token, dtype=torch.long, device=device)
         cache = self.gpt.new_cache() if use_cache else None

@@ -53,8 +53,23 @@ def clone_source(repo: str) -> str:
 def checkout(repo: str, commit: str, into: Path) -> Path:
     """Clone ``repo`` into ``into`` and check out ``commit``; return the work tree."""
     into.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["git", "clone", "--quiet", clone_source(repo), str(into)], check=True)
-    subprocess.run(["git", "-C", str(into), "checkout", "--quiet", commit], check=True)
+    subprocess.run(["git", "clone", "--quiet", "--no-checkout", clone_source(repo), str(into)],
+                   check=True)
+    git = ["git", "-C", str(into)]
+    if subprocess.run([*git, "checkout", "--quiet", commit], capture_output=True).returncode:
+        # a partial mirror lists some large files without their contents: check out the rest
+        tree = subprocess.run([*git, "ls-tree", "-r", "-z", commit], check=True,
+                              capture_output=True, text=True).stdout
+        entries = [e.split("\t", 1) for e in tree.split("\0") if e]
+        shas = "".join(info.split()[2] + "\n" for info, _ in entries)
+        status = subprocess.run([*git, "cat-file", "--batch-check"], input=shas, check=True,
+                                capture_output=True, text=True).stdout.splitlines()
+        present = [path for (_, path), line in zip(entries, status, strict=True)
+                   if not line.endswith(" missing")]
+        subprocess.run([*git, "checkout", commit, "--pathspec-from-file=-",
+                        "--pathspec-file-nul"], input="\0".join(present), check=True, text=True)
+        print(f"{repo}: {len(entries) - len(present)} files absent from the mirror, not checked "
+              "out")
     return into
 
 

@@ -63,6 +63,7 @@ CPP_SOURCE = r"""
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #if defined(__AVX512F__) || defined(__AVX__)
 #include <immintrin.h>
@@ -136,7 +137,7 @@ inline T reset(T h, T s, T nthr, T vr, bool vr_nonzero) {
 template <typename T, int F, bool HARD>
 void forward_range(const T* __restrict x, T* __restrict sp_out, T* __restrict h_out,
                    int64_t steps, int64_t N, int64_t begin, int64_t end,
-                   T thr, T vr, T k, T a1, T kvr) {
+                   T thr, T fthr, T vr, T k, T a1, T kvr) {
   // the state (h_{t-1}, s_{t-1}) of the current block stays in these L1-resident rows; each
   // step updates them in place and streams them to the outputs, which are never read back here
   alignas(64) T hrow[BLK];
@@ -172,7 +173,7 @@ void forward_range(const T* __restrict x, T* __restrict sp_out, T* __restrict h_
           }
         }
         hrow[i] = hn;
-        srow[i] = hn >= thr ? T(1) : T(0);
+        srow[i] = hn >= fthr ? T(1) : T(0);
       }
       stream_copy(h_out + off, hrow, nb);
       stream_copy(sp_out + off, srow, nb);
@@ -229,7 +230,8 @@ void surrogate_grad(const T* __restrict h, T* __restrict g, int64_t nb, T thr, i
 template <typename T, int F, bool HARD>
 double backward_range(const T* __restrict h, const T* __restrict x, const T* __restrict gs,
                       const T* __restrict gh, T* __restrict gx, int64_t steps, int64_t N,
-                      int64_t begin, int64_t end, T thr, T vr, T k, T a, T b, int64_t sur,
+                      int64_t begin, int64_t end, T thr, T fthr, T vr, T k, T a, T b,
+                      int64_t sur,
                       T p0, T p1, bool detach, bool need_k) {
   alignas(64) T dn[BLK];    // d_{t+1}
   alignas(64) T dun[BLK];   // snntorch: dL/du_{t+1}
@@ -272,7 +274,7 @@ double backward_range(const T* __restrict h, const T* __restrict x, const T* __r
             T hprev = vr;
             if constexpr (READ_HPREV) hprev = hq[i];
             T du = d;  // dh_t/du_t = 1 - s_{t-1} (hard)
-            if constexpr (HARD && !FIRST) du = hprev < thr ? d : T(0);
+            if constexpr (HARD && !FIRST) du = hprev < fthr ? d : T(0);
             gxr[i] = du;
             if constexpr (KACC) kacc[i] += du * hprev;  // du_t/dk = h_{t-1}
             dn[i] = d;
@@ -292,7 +294,7 @@ double backward_range(const T* __restrict h, const T* __restrict x, const T* __r
           T c, r;  // dv_{t+1}/ds_t, dv_{t+1}/dh_t
           if constexpr (HARD) {
             c = vr - hi;
-            r = hi >= thr ? T(0) : one;
+            r = hi >= fthr ? T(0) : one;
           } else {
             c = nthr;
             r = one;
@@ -308,7 +310,7 @@ double backward_range(const T* __restrict h, const T* __restrict x, const T* __r
             T v = vr;
             if (!first) {
               const T hp = hq[i];
-              v = reset<T, HARD>(hp, hp >= thr ? one : T(0), nthr, vr, vr_nonzero);
+              v = reset<T, HARD>(hp, hp >= fthr ? one : T(0), nthr, vr, vr_nonzero);
             }
             T w;
             if constexpr (F == SJ) w = xr[i] + vr - v;
@@ -352,10 +354,16 @@ void check(const at::Tensor& t, const at::Tensor& like, const char* what) {
 
 int64_t grain(int64_t steps) { return std::max<int64_t>(BLK, 32768 / std::max<int64_t>(steps, 1)); }
 
+// the spike comparison h >= fthr: fthr = thr, or (strict, h > thr) the next T above thr
+template <typename T>
+T fire_threshold(double thr, bool strict) {
+  return strict ? std::nextafter(T(thr), std::numeric_limits<T>::infinity()) : T(thr);
+}
+
 }  // namespace
 
 std::vector<at::Tensor> lif_forward(at::Tensor x, int64_t form, bool hard, double thr, double vr,
-                                    double k, double a1, double kvr) {
+                                    double k, double a1, double kvr, bool strict) {
   TORCH_CHECK(x.dim() == 2 && x.device().is_cpu() && x.is_contiguous(),
               "snngen lif: x must be a contiguous CPU tensor shaped [T, N]");
   auto spikes = at::empty_like(x);
@@ -369,7 +377,8 @@ std::vector<at::Tensor> lif_forward(at::Tensor x, int64_t form, bool hard, doubl
     with_form(form, hard, [&](auto f, auto hd) {
       at::parallel_for(0, N, grain(steps), [&](int64_t b0, int64_t b1) {
         forward_range<T, decltype(f)::value, decltype(hd)::value>(
-            xp, sp, hp, steps, N, b0, b1, T(thr), T(vr), T(k), T(a1), T(kvr));
+            xp, sp, hp, steps, N, b0, b1, T(thr), fire_threshold<T>(thr, strict), T(vr), T(k),
+            T(a1), T(kvr));
       });
     });
   });
@@ -380,7 +389,8 @@ std::vector<at::Tensor> lif_backward(at::Tensor h, c10::optional<at::Tensor> x,
                                      c10::optional<at::Tensor> grad_s,
                                      c10::optional<at::Tensor> grad_h, int64_t form, bool hard,
                                      bool detach, double thr, double vr, double k, double a,
-                                     double b, int64_t sur, double p0, double p1, bool need_k) {
+                                     double b, int64_t sur, double p0, double p1, bool need_k,
+                                     bool strict) {
   TORCH_CHECK(h.dim() == 2 && h.device().is_cpu() && h.is_contiguous(),
               "snngen lif: h must be a contiguous CPU tensor shaped [T, N]");
   const bool has_x = x.has_value() && x->defined();
@@ -405,7 +415,8 @@ std::vector<at::Tensor> lif_backward(at::Tensor h, c10::optional<at::Tensor> x,
       gk = at::parallel_reduce(0, N, grain(steps), 0.0,
           [&](int64_t b0, int64_t b1, double acc) {
             return acc + backward_range<T, decltype(f)::value, decltype(hd)::value>(
-                hp, xp, gsp, ghp, gxp, steps, N, b0, b1, T(thr), T(vr), T(k), T(a), T(b),
+                hp, xp, gsp, ghp, gxp, steps, N, b0, b1, T(thr), fire_threshold<T>(thr, strict),
+                T(vr), T(k), T(a), T(b),
                 sur, T(p0), T(p1), detach, need_k);
           },
           std::plus<double>());
@@ -536,7 +547,8 @@ def forward(x: Tensor, k: Tensor | float, spec) -> tuple[Tensor, Tensor]:
     assert module is not None, "call load() first"
     kf, a1, kvr = forward_constants(spec, k)
     form = _FORM_CODES[(spec.form, bool(spec.decay_input))]
-    s, h = module.lif_forward(x, form, spec.hard, float(spec.v_threshold), spec.vr, kf, a1, kvr)
+    s, h = module.lif_forward(x, form, spec.hard, float(spec.v_threshold), spec.vr, kf, a1, kvr,
+                              bool(spec.strict_threshold))
     return s, h
 
 
@@ -561,6 +573,7 @@ def backward(
     gx, gk = module.lif_backward(
         h, x, gs, gh, form, spec.hard, bool(spec.detach_reset), float(spec.v_threshold),
         spec.vr, k, a, b, sur, p0, p1, bool(need_k) and spec.form != "if",
+        bool(spec.strict_threshold),
     )
     return gx, (gk if need_k else None)
 

@@ -23,7 +23,11 @@ The recurrence, with state ``(h_{-1}, s_{-1}) = (v_r, 0)`` (``0`` for soft reset
   - ``snntorch`` (reset applied after the leak, as snnTorch's ``Leaky``):
     ``u = x + k h_{t-1}``, then ``h = u - v_th s_{t-1}`` (soft, "subtract") or
     ``h = u - u s_{t-1} + v_r s_{t-1}`` (hard, "zero" for ``v_r = 0``);
-* spike ``s_t = H(h_t - v_th)``, with the surrogate's derivative in the backward.
+* spike ``s_t = H(h_t - v_th)``, with the surrogate's derivative in the backward; ``H`` fires
+  at the threshold (``h_t >= v_th``, spikingjelly) or, with ``strict_threshold``, only above it
+  (``h_t > v_th``, snnTorch). The two differ only where ``h_t`` equals ``v_th`` exactly, which
+  is common for neurons fed by spikes (snnTorch's ``Leaky`` with beta 0.5 and threshold 1 given
+  one input spike holds exactly 1.0 and stays silent).
 
 ``detach_reset`` stops gradients through the ``s`` used in the reset. The membrane returned is
 ``h_t``, the charge before reset (what snnTorch returns as ``mem``).
@@ -42,10 +46,11 @@ Compilation
   on first use with ``torch.utils.cpp_extension.load_inline`` (gcc, ~30-60 s, once per machine
   and source version; cached in the torch extensions directory; build it ahead with
   ``python -m snngen.spiking._lif_cpp``). It covers float32/float64 CPU tensors, every form,
-  reset and ``detach_reset``, and the built-in surrogates (exact types: a subclass that may
-  override ``grad`` runs eagerly); anything else, or a failed build, runs the eager loops with
-  one warning per reason. Its spikes and membranes are bit-identical to :func:`lif_reference`
-  (it performs the same fused multiply-adds ATen performs), its gradients agree to rounding.
+  reset, ``detach_reset`` and ``strict_threshold``, and the built-in surrogates (exact types: a
+  subclass that may override ``grad`` runs eagerly); anything else, or a failed build, runs the
+  eager loops with one warning per reason. Its spikes and membranes are bit-identical to
+  :func:`lif_reference` (it performs the same fused multiply-adds ATen performs), its gradients
+  agree to rounding.
   Measured (``benchmarks/neurons.py``, 1 thread, T=8, 32x64x16x16): see benchmarks/README.md.
 * ``"auto"``: on CPU, the C++ backend **if it is already built** (found in the extensions
   cache, or loaded in this process), else the eager fused loops; ``auto`` never starts a
@@ -92,7 +97,9 @@ class NeuronSpec:
     """Static description of a multi-step neuron (everything but the decay value).
 
     ``v_reset=None`` selects soft reset (subtract ``v_threshold``); ``decay_input`` only
-    affects the spikingjelly form; ``surrogate`` defaults to :class:`ATan` (alpha 2).
+    affects the spikingjelly form; ``surrogate`` defaults to :class:`ATan` (alpha 2);
+    ``strict_threshold`` fires only when the membrane exceeds the threshold (snnTorch's
+    ``mem > threshold``) instead of when it reaches it (``>=``, the default).
     """
 
     form: str = "spikingjelly"
@@ -101,6 +108,7 @@ class NeuronSpec:
     detach_reset: bool = False
     decay_input: bool = True
     surrogate: Surrogate | None = None
+    strict_threshold: bool = False
 
     def __post_init__(self) -> None:
         if self.form not in FORMS:
@@ -112,6 +120,16 @@ class NeuronSpec:
     def hard(self) -> bool:
         """Whether the reset is hard (to ``v_reset``) rather than soft (subtract threshold)."""
         return self.v_reset is not None
+
+    @property
+    def fires(self) -> Callable:
+        """The spike comparison ``(h, v_th) -> h >= v_th`` (``h > v_th`` when strict)."""
+        return torch.gt if self.strict_threshold else torch.ge
+
+    @property
+    def quiet(self) -> Callable:
+        """The complement of :attr:`fires`: ``h < v_th`` (``h <= v_th`` when strict)."""
+        return torch.le if self.strict_threshold else torch.lt
 
     @property
     def vr(self) -> float:
@@ -216,7 +234,7 @@ def lif_reference(x: Tensor, decay: Tensor | float, spec: NeuronSpec) -> tuple[T
             h = _reset(spec, _leak(flat[t], h, decay), sr)
         else:
             h = _charge(spec, flat[t], _reset(spec, h, sr), decay)
-        s = spec.surrogate(h - spec.v_threshold)
+        s = spec.surrogate(h - spec.v_threshold, strict=spec.strict_threshold)
         spikes.append(s)
         mems.append(h)
     return torch.stack(spikes).view(x.shape), torch.stack(mems).view(x.shape)
@@ -238,7 +256,7 @@ def _forward_step(
         h = _reset(spec, _leak(x, h_prev, k, out=buf), s_prev, out=h_out)
     else:
         h = _charge(spec, x, _reset(spec, h_prev, s_prev, out=buf), k, out=h_out)
-    return h, _mask(torch.ge, h, spec.v_threshold, s_out)
+    return h, _mask(spec.fires, h, spec.v_threshold, s_out)
 
 
 def _mask(compare: Callable, h: Tensor, thr: float, out: Tensor | None) -> Tensor:
@@ -343,13 +361,13 @@ def _backward_step(
         if snn:
             d = torch.add(acc, dx_next, alpha=a * b, out=d_out)
         elif spec.hard:  # dv_{t+1}/dh_t = 1 - s_t = 1[h_t < thr]
-            d = torch.addcmul(acc, d_next, _mask(torch.lt, h_t, thr, sg), value=a, out=d_out)
+            d = torch.addcmul(acc, d_next, _mask(spec.quiet, h_t, thr, sg), value=a, out=d_out)
         else:
             d = torch.add(acc, d_next, alpha=a, out=d_out)
     # dL/dx_t (snntorch) and the k term.
     if snn:
         if spec.hard and not first:  # du_t = d_t (1 - s_{t-1})
-            dx = torch.mul(d, _mask(torch.lt, h_prev, thr, e), out=dx_out)
+            dx = torch.mul(d, _mask(spec.quiet, h_prev, thr, e), out=dx_out)
         elif dx_out is not None and dx_out.data_ptr() != d.data_ptr():
             dx = dx_out.copy_(d)
         else:
@@ -362,7 +380,7 @@ def _backward_step(
     if first:
         v = torch.full_like(h_t, vr) if e is None else e.fill_(vr)
     else:
-        v = _reset(spec, h_prev, _mask(torch.ge, h_prev, thr, e), out=sg)
+        v = _reset(spec, h_prev, _mask(spec.fires, h_prev, thr, e), out=sg)
     if spec.form == "spikingjelly":  # dh/dk = x + vr - v (decay_input) or vr - v
         w = v.neg_().add_(vr)
         return d, d, (d, w.add_(x_t) if spec.decay_input else w)

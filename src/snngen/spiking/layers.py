@@ -163,6 +163,11 @@ class _TimeBatchNorm(nn.modules.batchnorm._BatchNorm):
     ``y = weight * scale * (x - mean) / sqrt(var + eps) + bias``, statistics per channel over
     every axis but the channel axis (``T, B`` and the spatial axes). Running statistics are
     updated exactly as torch's batch norm does (unbiased variance, ``momentum``).
+
+    ``per_step=True``: in training, each time step is normalised with its own batch statistics
+    (over ``B`` and the spatial axes) and the running statistics are updated once per step, in
+    time order - what a torch batch norm called once per step does (the snnTorch tutorials).
+    Eval mode uses the running statistics either way.
     """
 
     frame_dims: tuple[int, ...] = (1, 2)
@@ -177,9 +182,11 @@ class _TimeBatchNorm(nn.modules.batchnorm._BatchNorm):
         momentum: float | None = 0.1,
         affine: bool = True,
         track_running_stats: bool = True,
+        per_step: bool = False,
     ) -> None:
         super().__init__(num_features, eps, momentum, affine, track_running_stats)
         self.scale = float(scale)
+        self.per_step = bool(per_step)
 
     def _check_input_dim(self, x: Tensor) -> None:
         _check_time_batch(x, type(self).__name__, frame_dims=self.frame_dims, layout=self.layout)
@@ -187,6 +194,8 @@ class _TimeBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: Tensor) -> Tensor:
         """Return the normalised ``x``, same shape (``[T, B, C, ...]``)."""
         self._check_input_dim(x)
+        if self.per_step and (self.training or self.running_mean is None):
+            return torch.stack([self._batch_norm(x_t) for x_t in x])
         y = self._batch_norm(x.flatten(0, 1))
         return y.reshape(x.shape)
 
@@ -218,7 +227,8 @@ class _TimeBatchNorm(nn.modules.batchnorm._BatchNorm):
         return self.weight * self.scale
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", scale={self.scale}"
+        return super().extra_repr() + f", scale={self.scale}" + (
+            ", per_step=True" if self.per_step else "")
 
 
 class TimeBatchNorm1d(_TimeBatchNorm):
@@ -283,7 +293,8 @@ NEURONS: dict[str, type[nn.Module]] = {
 
 #: braincog's ``LIFNode`` defaults, as used by the temporal-codebook VQ-VAE: threshold 0.5,
 #: tau 2, ``mem += (x - mem) / tau``, hard reset to 0 with the reset detached, and the
-#: quadratic-gate surrogate with alpha 2 (= a triangle of half-width 1/alpha = 0.5).
+#: quadratic-gate surrogate with alpha 2 (= a triangle of half-width 1/alpha = 0.5); a spike
+#: only above the threshold (``(mem - threshold).gt(0)``).
 BRAINCOG_LIF: dict[str, Any] = {
     "name": "lif",
     "tau": 2.0,
@@ -291,6 +302,7 @@ BRAINCOG_LIF: dict[str, Any] = {
     "v_reset": 0.0,
     "detach_reset": True,
     "surrogate": {"name": "triangle", "width": 0.5},
+    "strict_threshold": True,
 }
 
 

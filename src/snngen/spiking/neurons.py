@@ -3,6 +3,8 @@
 Every call starts from the resting state and runs the whole sequence: there is no hidden state
 to reset between batches. Argument names follow spikingjelly / snnTorch (``tau``, ``beta``,
 ``v_threshold``, ``v_reset``, ``surrogate``, ``detach_reset``, ``decay_input``).
+``strict_threshold=True`` fires only above the threshold (snnTorch's ``mem > threshold``)
+instead of at it (spikingjelly's ``v >= v_threshold``, the default).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class MultiStepNeuron(nn.Module):
         surrogate: str | Surrogate | dict = "atan",
         detach_reset: bool = False,
         decay_input: bool = True,
+        strict_threshold: bool = False,
         return_membrane: bool = False,
         backend: str = "fused",
         compile: bool | str | None = None,
@@ -57,6 +60,7 @@ class MultiStepNeuron(nn.Module):
             detach_reset=bool(detach_reset),
             decay_input=bool(decay_input),
             surrogate=get_surrogate(surrogate),
+            strict_threshold=bool(strict_threshold),
         )
         self.return_membrane = return_membrane
         self.backend = backend
@@ -82,6 +86,7 @@ class MultiStepNeuron(nn.Module):
         return (
             f"form={s.form}, v_threshold={s.v_threshold}, v_reset={s.v_reset}, "
             f"surrogate={s.surrogate}, detach_reset={s.detach_reset}, backend={self.backend}"
+            + (", strict_threshold=True" if s.strict_threshold else "")
         )
 
 
@@ -106,6 +111,7 @@ class LIF(MultiStepNeuron):
         surrogate: str | Surrogate | dict = "atan",
         detach_reset: bool = False,
         decay_input: bool = True,
+        strict_threshold: bool = False,
         return_membrane: bool = False,
         backend: str = "fused",
         compile: bool | str | None = None,
@@ -129,6 +135,7 @@ class LIF(MultiStepNeuron):
             surrogate=surrogate,
             detach_reset=detach_reset,
             decay_input=decay_input,
+            strict_threshold=strict_threshold,
             return_membrane=return_membrane,
             backend=backend,
             compile=compile,

@@ -1,8 +1,9 @@
 """Surrogate gradients for the Heaviside spike function.
 
-Every surrogate is a Heaviside step in the forward pass, ``H(x) = 1[x >= 0]`` applied to
-``x = membrane - threshold``, and in the backward pass the derivative of a documented smooth
-function ``smooth(x)``. ``grad(x)`` must equal ``d smooth / dx`` (tested with gradcheck).
+Every surrogate is a Heaviside step in the forward pass, ``H(x) = 1[x >= 0]`` (``1[x > 0]``
+when called with ``strict=True``, snnTorch's convention) applied to ``x = membrane -
+threshold``, and in the backward pass the derivative of a documented smooth function
+``smooth(x)``. ``grad(x)`` must equal ``d smooth / dx`` (tested with gradcheck).
 
 Names and default parameters follow spikingjelly / snnTorch so users feel at home.
 """
@@ -41,9 +42,10 @@ class Surrogate:
         """
         return x.copy_(self.grad(x)).mul_(scale)
 
-    def __call__(self, x: Tensor) -> Tensor:
-        """Spike ``H(x)`` with this surrogate's gradient; returns a tensor shaped like ``x``."""
-        return _Heaviside.apply(x, self)
+    def __call__(self, x: Tensor, strict: bool = False) -> Tensor:
+        """Spike ``H(x)`` (``x >= 0``; ``x > 0`` when ``strict``) with this surrogate's gradient;
+        returns a tensor shaped like ``x``."""
+        return _Heaviside.apply(x, self, strict)
 
 
 @dataclass(frozen=True)
@@ -190,15 +192,17 @@ def _axpb_(
 
 class _Heaviside(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, surrogate: Surrogate) -> Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx, x: Tensor, surrogate: Surrogate, strict: bool = False
+    ) -> Tensor:
         ctx.save_for_backward(x)
         ctx.surrogate = surrogate
-        return (x >= 0).to(x.dtype)
+        return (x > 0 if strict else x >= 0).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        return grad_out * ctx.surrogate.grad(x), None
+        return grad_out * ctx.surrogate.grad(x), None, None
 
 
 SURROGATES: dict[str, type[Surrogate]] = {

@@ -1,17 +1,27 @@
 """Spiking convolutional autoencoder (the snnTorch SAE tutorial).
 
-Conv encoder of LIF neurons -> a spiking latent -> transposed-conv decoder of LIF neurons; the
-image is the membrane potential of a last LIF layer whose threshold is too high to ever spike,
-read at the last time step. Loss: MSE against the input image in [0, 1].
+The static image ``[B, C, H, W]`` is presented at every one of ``num_steps`` steps::
 
-Faithful to the tutorial: snnTorch-form LIF (``mem = beta mem + x``, subtract reset), beta 0.5,
-threshold 1, atan surrogate (alpha 2), num_steps 5, latent 32, output threshold 20000, the
-static image presented at every step. One difference: BatchNorm statistics are taken over the
-folded ``T*B`` frames instead of per step.
+    encoder      (Conv s2 -> BatchNorm -> LIF) x len(channels) -> Flatten -> Linear -> LIF
+                 = latent spikes [T, B, latent_dim]
+    from_latent  Linear -> LIF
+    bottom_lif   Unflatten to [C_last, H/2^L, W/2^L] -> LIF
+    decoder      (ConvT s2 -> BatchNorm -> LIF) x (len(channels) - 1) -> ConvT s2
+    readout      LIF with threshold 20000 (never spikes): its membrane at the last step is the
+                 image (unclamped); loss = MSE against the input in [0, 1]
 
-Sampling: the tutorial has no prior. ``sample`` decodes latent spike trains drawn as independent
-Bernoulli spikes with each latent unit's per-step firing rate on the training data (tracked
-during training), which gives plausible but blurry digits; use FSVAE for a real generative model.
+As the tutorial runs it (golden tests against its own code, ``tests/golden/test_sae_golden.py``):
+snnTorch ``Leaky`` neurons (``mem = beta mem + x - v_th * reset``, the reset of step t being the
+*detached* spike of step t-1, a spike when ``mem > v_th`` strictly), beta 0.5, threshold 1, atan
+surrogate (alpha 2), num_steps 5, latent 32, channels 32-64-128, and BatchNorm applied to each
+time step separately (per-step batch statistics in training, running statistics updated once per
+step). Each of these is one config flag away from snngen's alternatives (``detach_reset``,
+``strict_threshold``, ``bn_per_step``); ``docs/sae.md`` lists what remains different.
+
+Sampling is snngen's addition (the tutorial has no prior): ``sample`` decodes latent spike
+trains drawn as independent Bernoulli spikes with each latent unit's per-step firing rate on the
+training data (tracked during training), which gives plausible but blurry digits; use FSVAE for
+a real generative model.
 """
 
 from __future__ import annotations
@@ -30,7 +40,14 @@ from snngen.spiking.neurons import LIF
 
 @dataclass
 class SAEConfig:
-    """Hyper-parameters of the spiking autoencoder (defaults: the snnTorch tutorial)."""
+    """Hyper-parameters of the spiking autoencoder (defaults: the snnTorch tutorial).
+
+    ``detach_reset``: no gradient through the subtract reset (snnTorch's ``mem_reset``
+    detaches it). ``strict_threshold``: spike when ``mem > threshold`` (snnTorch) rather than
+    ``>=``. ``bn_per_step``: batch statistics per time step (the tutorial calls its BatchNorm
+    once per step) rather than over the folded ``T*B`` frames. ``rate_momentum``: of the latent
+    firing-rate estimate used by ``sample`` (snngen's addition).
+    """
 
     name: str = "sae"
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])
@@ -41,6 +58,9 @@ class SAEConfig:
     surrogate: str = "atan"
     surrogate_alpha: float = 2.0
     output_threshold: float = 20000.0
+    detach_reset: bool = True
+    strict_threshold: bool = True
+    bn_per_step: bool = True
     rate_momentum: float = 0.05
 
     def __post_init__(self) -> None:
@@ -72,16 +92,17 @@ class SpikingAutoencoder(GenerativeModel):
         enc: list[nn.Module] = []
         cin = info.channels
         for c in cfg.channels:
-            enc += [Conv2d(cin, c, 3, stride=2, padding=1), TimeBatchNorm2d(c), self._lif()]
+            enc += [Conv2d(cin, c, 3, stride=2, padding=1), self._bn(c), self._lif()]
             cin = c
         self.encoder = nn.Sequential(*enc)
         self.to_latent = nn.Sequential(Linear(flat, cfg.latent_dim), self._lif())
         self.from_latent = nn.Sequential(Linear(cfg.latent_dim, flat), self._lif())
+        self.bottom_lif = self._lif()  # the tutorial's Leaky right after nn.Unflatten
         dec: list[nn.Module] = []
         widths = list(reversed(cfg.channels))
         for cin, cout in zip(widths[:-1], widths[1:], strict=True):
             dec += [ConvTranspose2d(cin, cout, 3, 2, padding=1, output_padding=1),
-                    TimeBatchNorm2d(cout), self._lif()]
+                    self._bn(cout), self._lif()]
         dec.append(ConvTranspose2d(widths[-1], info.channels, 3, 2, padding=1, output_padding=1))
         self.decoder = nn.Sequential(*dec)
         self.readout = self._lif(v_threshold=cfg.output_threshold, return_membrane=True)
@@ -90,9 +111,13 @@ class SpikingAutoencoder(GenerativeModel):
     def _lif(self, **overrides) -> LIF:
         c = self.cfg
         kwargs = dict(beta=c.beta, v_threshold=c.v_threshold, v_reset=None,
-                      surrogate={"name": c.surrogate, "alpha": c.surrogate_alpha})
+                      surrogate={"name": c.surrogate, "alpha": c.surrogate_alpha},
+                      detach_reset=c.detach_reset, strict_threshold=c.strict_threshold)
         kwargs.update(overrides)
         return LIF(**kwargs)
+
+    def _bn(self, channels: int) -> TimeBatchNorm2d:
+        return TimeBatchNorm2d(channels, per_step=self.cfg.bn_per_step)
 
     def encode(self, x: Tensor) -> Tensor:
         """Return latent spikes ``[T, B, latent_dim]`` of images ``[B, C, H, W]``."""
@@ -102,7 +127,7 @@ class SpikingAutoencoder(GenerativeModel):
     def decode(self, z: Tensor) -> Tensor:
         """Return images ``[B, C, H, W]`` (unclamped) from latent spikes ``[T, B, latent_dim]``."""
         h = self.from_latent(z)
-        h = h.unflatten(2, (self.cfg.channels[-1], self.bottom, self.bottom))
+        h = self.bottom_lif(h.unflatten(2, (self.cfg.channels[-1], self.bottom, self.bottom)))
         _, mem = self.readout(self.decoder(h))
         return mem[-1]
 

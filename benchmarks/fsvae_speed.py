@@ -9,11 +9,13 @@ paper's network). Rows:
   (issue target <= 1.5);
 * ``ann_vae``: the Gaussian ANN VAE of the same shapes (one time step).
 
-Compute cost per image (``snngen.spiking.Monitor`` on ``reconstruct`` in eval mode, where the
-posterior steps one frame at a time): SOPs (accumulates fed by spikes), MACs (fed by real
-values), energy at 0.9 pJ / SOP and 4.6 pJ / MAC, and additions / multiplications counted as
-the original code counts them (see :func:`cost`). The rows take turns step by step, so a
-changing machine load hits them alike.
+Compute cost per image of ``reconstruct`` in eval mode (see :func:`cost`): from
+``snngen.spiking.Monitor``, which counts each layer call and neuron update once, SOPs
+(accumulates fed by spikes), MACs (fed by real values) and energy at 0.9 pJ / SOP and
+4.6 pJ / MAC; and, for the spiking FSVAE, additions / multiplications counted as the original
+code counts them (``snngen.models.fsvae_cost``, the same count as ``snngen info --count
+original``; its posterior prefix re-runs make it larger than the monitor's online count). The
+rows take turns step by step, so a changing machine load hits them alike.
 
     python benchmarks/fsvae_speed.py                      # table; --json out.json to save
     SNNGEN_COMPILE=0 python benchmarks/fsvae_speed.py     # eager LIF kernel
@@ -31,8 +33,8 @@ import torch
 
 from snngen.config import build_run_config
 from snngen.models import DataInfo, build_model
+from snngen.models.fsvae_cost import count_original
 from snngen.spiking.monitor import Monitor
-from snngen.spiking.neurons import MultiStepNeuron
 
 
 def make(name: str, **model) -> torch.nn.Module:
@@ -63,32 +65,28 @@ def step_times(models: dict, x: torch.Tensor, warmup: int, repeats: int) -> dict
 def cost(model, x: torch.Tensor) -> dict:
     """Per-image compute of ``reconstruct(x)`` in eval mode.
 
-    From the monitor: ``sops`` (accumulates fed by spikes), ``macs`` (multiply-accumulates fed
-    by real values), ``energy_pj``, ``firing_rate``. As the original code counts them
-    (``CountMulAddSNN`` / ``CountMulAddANN``, biases left out): ``adds`` = SOPs + MACs + one add
-    per neuron update, ``mults`` = MACs + one leak multiply per neuron update without a spike.
+    From the monitor (each layer and neuron update counted once, as an online SNN runs it):
+    ``sops`` (accumulates fed by spikes), ``macs`` (multiply-accumulates fed by real values),
+    ``energy_pj``, ``firing_rate``. For the spiking FSVAE also ``adds`` / ``mults`` as the
+    original code counts them (:func:`snngen.models.fsvae_cost.count_original`, the one
+    implementation behind ``snngen info --count original``: the posterior's O(T^2) prefix
+    re-runs, the prior, transposed-conv additions x stride^2, biases and neuron updates
+    included); ``None`` for the other rows.
     """
     model.eval()
-    steps = {"all": 0, "silent": 0}
-
-    def count(_m, _args, out):
-        s = out[0] if isinstance(out, tuple) else out
-        steps["all"] += s.numel()
-        steps["silent"] += int((s == 0).sum())
-
-    hooks = [m.register_forward_hook(count) for m in model.modules()
-             if isinstance(m, MultiStepNeuron)]
     with Monitor(model, n_samples=x.shape[0]) as mon:
         model.reconstruct(x, generator=torch.Generator().manual_seed(0))
-    for h in hooks:
-        h.remove()
     t = mon.totals()
-    n = x.shape[0]
-    return {
-        **{k: t[k] for k in ("sops", "macs", "energy_pj", "firing_rate")},
-        "adds": t["sops"] + t["macs"] + steps["all"] / n,
-        "mults": t["macs"] + steps["silent"] / n,
-    }
+    out = {k: t[k] for k in ("sops", "macs", "energy_pj", "firing_rate")}
+    out["adds"] = out["mults"] = None
+    if model.name == "fsvae" and model.cfg.neuron == "lif":
+        count = count_original(model, x, generator=torch.Generator().manual_seed(0))
+        out["adds"], out["mults"] = count.additions, count.multiplications
+    return out
+
+
+def _num(value: float | None, width: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width},.0f}"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -135,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, r in rows.items():
         rate = "" if r["firing_rate"] is None else f"{r['firing_rate']:.3f}"
         print(f"{name:<12}{r['step_s']:>8.2f}{r['params']:>11,}{r['sops']:>13,.0f}"
-              f"{r['macs']:>13,.0f}{r['adds']:>13,.0f}{r['mults']:>13,.0f}"
+              f"{r['macs']:>13,.0f}{_num(r['adds'], 13)}{_num(r['mults'], 13)}"
               f"{r['energy_pj'] / 1e6:>10.2f}{rate:>7}")
     if "lif_over_relu" in result:
         print(f"LIF / ReLU step time: {result['lif_over_relu']:.2f} (target <= 1.5)")

@@ -36,6 +36,7 @@ EPILOG_EVAL = """examples:
 EPILOG_INFO = """examples:
   snngen info runs/sae_mnist5k
   snngen info runs/sae_mnist5k --batch 16 --json info.json
+  snngen info runs/fsvae_mnist --batch 250 --count original   # FSVAE's cost as the original counts
 """
 
 
@@ -165,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder")
     p.add_argument("--batch", type=positive_int, default=8, help="test images to measure on")
     p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    p.add_argument("--count", choices=["original"], default=None,
+                   help="FSVAE: also count additions/multiplications as the original code does")
 
     p = sub.add_parser(
         "import",
@@ -243,6 +246,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from snngen.sample_files import plan_sample_output, write_sample_batches
 
     run = load_run(args.run)
+    _attach_training_set(run)
     kwargs = sample_kwargs(
         run.model,
         solver=args.solver,
@@ -257,6 +261,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
     for path in write_sample_batches(batches, output):
         print(path)
     return 0
+
+
+def _attach_training_set(run) -> None:
+    """Give a diffusion model its run's training set (opened only if Analytic-DPM's Gamma needs
+    it: the reference estimates Gamma on the full training set)."""
+    if hasattr(run.model, "set_gamma_data"):
+        from snngen.runs import open_datasets
+
+        run.model.set_gamma_data(lambda: open_datasets(run.cfg)[0])
 
 
 def _values_per_sample(info) -> int:
@@ -286,6 +299,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else run.path / "metrics.json"
     check_writable_folder(out.parent, 1_000_000, what="--out")
     _, test_set = open_datasets(run.cfg)
+    _attach_training_set(run)
     kwargs = sample_kwargs(
         run.model, solver=args.solver, steps=args.steps, temperature=args.temperature
     )
@@ -308,8 +322,17 @@ def cmd_info(args: argparse.Namespace) -> int:
         check_writable_folder(Path(args.json).parent, 1_000_000, what="--json")
     run = load_run(args.run)
     _, test_set = open_datasets(run.cfg)
+    count = None
+    if args.count == "original":  # FSVAE's cost table (refuses other models in one line)
+        from snngen.evaluation import test_batches
+        from snngen.models.fsvae_cost import count_report
+
+        count = count_report(run.model, next(test_batches(test_set, args.batch, args.batch)))
     info = model_info(run.model, test_set, n=args.batch)
     print(info["table"])
+    if count is not None:
+        info["count_original"] = count[0]
+        print(count[1])
     if args.json:
         write_text(args.json, json.dumps({k: v for k, v in info.items() if k != "table"},
                                          indent=2))

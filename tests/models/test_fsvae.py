@@ -21,6 +21,7 @@ from snngen.models.fsvae import (
     psp_mmd,
 )
 from snngen.spiking.layers import ConvTranspose2d, TdBatchNorm1d, TdBatchNorm2d
+from snngen.spiking.monitor import Monitor
 from snngen.spiking.neurons import LIF
 
 TINY = dict(channels=[4, 8], latent_dim=6, num_steps=5, k=4)
@@ -78,12 +79,15 @@ def test_architecture_matches_original():
     s = lifs[0].spec
     assert (s.form, lifs[0].beta, s.v_threshold, s.v_reset) == ("fsvae", 0.25, 0.2, 0.0)
     assert s.surrogate.name == "rectangular" and s.surrogate.width == 1.0
-    assert s.surrogate.offset == 0.0
-    orig = make(surrogate_centre="membrane")
-    sur = next(mod for mod in orig.modules() if isinstance(mod, LIF)).spec.surrogate
-    # the original's window |u| < 0.5 around the membrane, not around u - Vth
+    assert s.strict_threshold  # the original's torch.gt(u, Vth)
+    # default (issue 12): the original's window |u| < 0.5 around the membrane, not u - Vth
+    sur = s.surrogate
     u = torch.tensor([-0.45, 0.45, 0.55, 0.65])
     assert torch.equal(sur.grad(u - 0.2) > 0, torch.tensor([True, True, False, False]))
+    centred = make(surrogate_centre="threshold")
+    sur = next(mod for mod in centred.modules() if isinstance(mod, LIF)).spec.surrogate
+    assert sur.offset == 0.0
+    assert torch.equal(sur.grad(u - 0.2) > 0, torch.tensor([False, True, True, True]))
 
 
 def test_large_variant_and_bad_size():
@@ -224,6 +228,27 @@ def test_incremental_stepping_equals_prefix_reruns_in_eval():
     assert torch.equal(a, b) and torch.equal(a, full)
 
 
+def test_monitor_counts_each_neuron_update_once_in_eval():
+    # issue 12: the incremental stepper used to re-run the posterior's neurons over their whole
+    # history, so a Monitor saw T (T + 1) / 2 = 136 neuron-steps per neuron at T = 16
+    steps, batch = 16, 2
+    m = trained_stats(make(num_steps=steps), torch.rand(4, 1, 8, 8))
+    x = torch.rand(batch, 1, 8, 8)
+    with Monitor(m, n_samples=batch) as mon:
+        m.reconstruct(x, generator=torch.Generator().manual_seed(0))
+        m.sample(batch, generator=torch.Generator().manual_seed(1))
+    widths = {name: mod.spec for name, mod in m.named_modules() if isinstance(mod, LIF)}
+    stats = {k: v for k, v in mon._stats.items() if v.kind == "neuron"}
+    assert set(stats) == set(widths)  # every neuron ran, prior included (in sample)
+    for name, st in stats.items():
+        per_unit = st.neuron_steps // len(st.step_neurons) // batch
+        assert len(st.step_neurons) == steps, name
+        assert st.neuron_steps == steps * batch * per_unit, name
+        assert st.step_neurons == [batch * per_unit] * steps, name
+    posterior = [v for k, v in stats.items() if k.startswith("posterior_net")]
+    assert [st.neuron_steps for st in posterior] == [steps * batch * n for n in (12, 24, 24)]
+
+
 def test_prior_sampling_is_seeded_and_binary():
     m = trained_stats(make(), torch.rand(4, 1, 8, 8))
     z1 = m.prior_net.sample(3, 5, torch.Generator().manual_seed(3))
@@ -233,7 +258,9 @@ def test_prior_sampling_is_seeded_and_binary():
 
 
 def test_scheduled_sampling_probability_ramps():
-    m = make(scheduled_ramp_steps=10)
+    # smooth per-step ramp (scheduled_ramp_levels 0); the default stairs are pinned against the
+    # original's update_p in tests/golden/test_fsvae_golden.py
+    m = make(scheduled_ramp_steps=10, scheduled_ramp_levels=0)
     x = torch.rand(4, 1, 8, 8)
     assert m.scheduled_p() == pytest.approx(0.1)
     for _ in range(5):
@@ -346,3 +373,42 @@ def test_short_training_run_reduces_reconstruction_error(tmp_path):
 
     before, after = mse(fresh), mse(model)
     assert after < 0.75 * before, (before, after)
+
+
+def test_cli_info_count_original(tmp_path, capsys, monkeypatch):
+    """`snngen info RUN --count original` prints FSVAE's cost as the original counts it (the
+    numbers are pinned against the original's CountMulAddSNN in tests/golden); other models get
+    a one-line refusal."""
+    import json
+
+    from snngen.cli import main
+    from snngen.errors import SnngenError
+    from snngen.models.fsvae_cost import count_report
+
+    monkeypatch.chdir(tmp_path)
+    common = ("data: {name: mnist5k, image_size: 8, batch_size: 16}\n"
+              "trainer: {max_steps: 1, accelerator: cpu, progress_bar: false}\n"
+              "eval: {n_samples: 16, metrics: [mse]}\n")
+    (tmp_path / "f.yaml").write_text(
+        "name: fs\nmodel: {name: fsvae, channels: [4, 8], latent_dim: 6, num_steps: 4, k: 4}\n"
+        + common)
+    assert main(["train", "f.yaml"]) == 0
+    capsys.readouterr()
+    args = ["--batch", "4", "--count", "original"]
+    assert main(["info", "runs/fs", *args, "--json", "i.json"]) == 0
+    out = capsys.readouterr().out
+    assert "CountMulAddSNN" in out and "posterior" in out and "paper" in out
+    count = json.loads((tmp_path / "i.json").read_text())["count_original"]
+    assert count["images"] == 4 and set(count["parts"]) == {
+        "encoder", "posterior", "prior", "decoder"}
+    assert count["additions"] == pytest.approx(sum(a for a, _ in count["parts"].values()))
+    assert count["multiplications"] > 0
+    # the authors' MNIST figures, logged per test batch of 250, shown per image
+    assert count["paper_per_image"]["MNIST, FSVAE"] == pytest.approx([2.0e8, 2.24e6])
+    assert count["paper_per_image"]["MNIST, ANN VAE"] == pytest.approx([2.96e7, 2.96e7])
+    assert "200,000,000" in out and "2,240,000" in out
+    x = torch.rand(2, 1, 8, 8)
+    for other in (make("ann_vae", channels=[4, 8], latent_dim=6), make(neuron="relu")):
+        with pytest.raises(SnngenError, match="--count original") as err:  # CLI: one line
+            count_report(other, x)
+        assert len(str(err.value).splitlines()) == 1

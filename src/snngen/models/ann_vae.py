@@ -87,16 +87,18 @@ class ANNVAE(GenerativeModel):
     @torch.no_grad()
     def reconstruct(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         mu, log_var = self.encode(x)
-        eps = _randn(mu.shape, generator, mu.device)
+        eps = _randn(mu.shape, generator, mu)
         return (self.decode(mu + torch.exp(0.5 * log_var) * eps) + 1) / 2
 
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
-        device = self.fc_mu.weight.device
-        return (self.decode(_randn((n, self.cfg.latent_dim), generator, device)) + 1) / 2
+        return (self.decode(_randn((n, self.cfg.latent_dim), generator, self.fc_mu.weight)) + 1) / 2
 
 
-def _randn(shape: tuple[int, ...], generator: torch.Generator | None, device) -> Tensor:
+def _randn(shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor) -> Tensor:
+    """Standard normal noise of ``shape`` in ``like``'s dtype and device, drawn from
+    ``generator`` (on its own device; the global generator when None)."""
     if generator is None:
-        return torch.randn(shape, device=device)
-    return torch.randn(shape, generator=generator, device=generator.device).to(device)
+        return torch.randn(shape, dtype=like.dtype, device=like.device)
+    noise = torch.randn(shape, generator=generator, dtype=like.dtype, device=generator.device)
+    return noise.to(like.device)

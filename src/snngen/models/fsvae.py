@@ -20,10 +20,10 @@ published numbers); :meth:`FSVAE.reconstruct` returns [0, 1] images.
 
 Faithful to the original code:
 
-* LIF ``u_t = 0.25 u_{t-1} (1 - o_{t-1}) + x_t``, threshold 0.2 (``LIF(form="fsvae")``),
-  rectangular surrogate of width 1. The original centres the window on ``u`` (``|u| < 0.5``),
-  not on ``u - Vth``: ``surrogate_centre: membrane`` reproduces it; the default ``threshold``
-  centres it on the threshold.
+* LIF ``u_t = 0.25 u_{t-1} (1 - o_{t-1}) + x_t``, threshold 0.2, a spike when ``u > Vth``
+  (``LIF(form="fsvae", strict_threshold=True)``), rectangular surrogate of width 1. The original
+  centres the window on ``u`` (``|u| < 0.5``), not on ``u - Vth``: the default
+  ``surrogate_centre: membrane`` reproduces it, ``threshold`` centres it on the threshold.
 * tdBN over (T, B, H, W) scaled by ``alpha * Vth`` (alpha 1; 2 in the posterior and prior).
 * Training-mode sampling of the posterior: for t < T-1 the posterior is re-run, without gradient,
   on the whole prefix ``[x_<=t, z_<t]`` (so tdBN takes batch statistics over the prefix, and
@@ -32,13 +32,17 @@ Faithful to the original code:
 * Scheduled sampling of the prior (training only): at each step ``t >= 5`` with probability
   ``p`` (one draw per step for the whole batch) the prior's input ``z_t`` is replaced by its own
   majority prediction ``mean_k > 0.5`` (ties broken by 1e-3 Gaussian noise). ``p`` rises
-  linearly from 0.1 to 0.3; the original steps it once per epoch over all epochs, here it rises
-  per optimiser step over ``scheduled_ramp_steps`` (0: stays at the first value).
+  from 0.1 to 0.3 over ``scheduled_ramp_steps`` optimiser steps in ``scheduled_ramp_levels``
+  stairs: with ramp steps = epochs x steps per epoch and levels = epochs (default: the
+  original's MNIST run, 150 x 240 and 150) it is the original's once-per-epoch
+  ``p = 0.1 + 0.2 epoch / epochs``; levels 0 ramps smoothly per step.
 
 In eval mode tdBN uses running statistics, every layer is causal, and the autoregressive loops
-step one frame at a time, feeding each new frame through the layers once (exactly what
-re-running on the prefix computes, in O(T) instead of O(T^2)); the op counts of the monitor are
-then those of an online SNN.
+step one frame at a time, feeding each new frame through the layers once and advancing each
+neuron one step from its carried state (exactly what re-running on the prefix computes, in O(T)
+instead of O(T^2)); the monitor then counts each layer call and neuron update once, as an online
+SNN runs them. The original's own op count, prefix re-runs included, is
+:mod:`snngen.models.fsvae_cost`.
 
 ``neuron: relu`` swaps every LIF for a ReLU with everything else unchanged (T folded into the
 batch): the network whose speed measures the neuron overhead. The Gaussian ANN VAE of the paper
@@ -56,9 +60,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from snngen.models.base import DataInfo, GenerativeModel
+from snngen.spiking import kernels
 from snngen.spiking.coding import direct_encode, weighted_decode
 from snngen.spiking.layers import Conv2d, ConvTranspose2d, Linear, TdBatchNorm1d, TdBatchNorm2d
-from snngen.spiking.neurons import LIF
+from snngen.spiking.neurons import LIF, MultiStepNeuron
 
 __all__ = [
     "FSVAE",
@@ -89,7 +94,9 @@ class FSVAEConfig:
     beta: float = 0.25  # LIF decay (the original's tau)
     v_threshold: float = 0.2
     surrogate_width: float = 1.0
-    surrogate_centre: Literal["threshold", "membrane"] = "threshold"
+    # the original's window |u| < width/2 is centred on the membrane u; "threshold": on u - Vth
+    surrogate_centre: Literal["threshold", "membrane"] = "membrane"
+    strict_threshold: bool = True  # the original fires when u > Vth (False: u >= Vth)
     bn_alpha: float = 1.0
     prior_bn_alpha: float = 2.0  # tdBN alpha in the posterior and prior
     readout_decay: float = 0.8
@@ -99,7 +106,12 @@ class FSVAEConfig:
     scheduled_sampling: bool = True
     scheduled_p: list[float] = field(default_factory=lambda: [0.1, 0.3])
     scheduled_start: int = 5  # steps t >= this may use the prior's own prediction
-    scheduled_ramp_steps: int = 0  # optimiser steps over which p goes from first to last value
+    # p goes from the first to the last value over this many optimiser steps (0: p stays at the
+    # first value), in ``scheduled_ramp_levels`` equal stairs (0: smoothly, per step). The
+    # original steps p once per epoch over all its epochs: 150 stairs over 150 epochs x 240
+    # steps (MNIST, batch 250): p = 0.1 + 0.2 * epoch / 150.
+    scheduled_ramp_steps: int = 36000
+    scheduled_ramp_levels: int = 150
 
     def __post_init__(self) -> None:
         if not self.channels:
@@ -113,8 +125,9 @@ class FSVAEConfig:
             )
         if self.psp_tau < 1.0:
             raise ValueError(f"psp_tau must be >= 1, got {self.psp_tau}")
-        if self.scheduled_ramp_steps < 0:
-            raise ValueError(f"scheduled_ramp_steps must be >= 0, got {self.scheduled_ramp_steps}")
+        for key in ("scheduled_ramp_steps", "scheduled_ramp_levels"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
 
 
 # --------------------------------------------------------------------------- functions
@@ -233,25 +246,58 @@ class _Stepper:
 
     ``incremental=False``: re-runs the whole network on the prefix (the original; in training
     tdBN then takes statistics over the prefix). ``incremental=True`` (eval): each new frame goes
-    through each linear + tdBN once; the neurons re-run on the layer's history of input currents.
-    Both give the same outputs when tdBN uses running statistics.
+    through each linear + tdBN once and advances each neuron by one step from its carried state
+    (O(T) in all); :meth:`outputs` then runs every neuron once over its whole input history,
+    which is the one call that forward hooks (:class:`~snngen.spiking.monitor.Monitor`) see, so
+    each neuron update is counted once. Both modes give the same outputs when tdBN uses running
+    statistics.
     """
 
     def __init__(self, net: AutoregressiveBernoulli, incremental: bool) -> None:
         self.net, self.incremental = net, incremental
         self.frames: list[Tensor] = []
         self.currents: list[list[Tensor]] = [[] for _ in net.blocks]
+        self.state: list[tuple[Tensor, Tensor] | None] = [None for _ in net.blocks]
 
     def __call__(self, frame: Tensor) -> Tensor:
         if not self.incremental:
             self.frames.append(frame)
             return self.net(torch.stack(self.frames))[-1]
         h = frame.unsqueeze(0)
-        for block, history in zip(self.net.blocks, self.currents, strict=True):
-            linear, norm, neuron = block
-            history.append(norm(linear(h)))
-            h = neuron(torch.cat(history))[-1:]
+        for i, (linear, norm, neuron) in enumerate(self.net.blocks):
+            current = norm(linear(h))
+            self.currents[i].append(current)
+            h = self._advance(i, neuron, current)
         return h[0].unflatten(-1, (self.net.latent_dim, self.net.k))
+
+    def _advance(self, i: int, neuron: nn.Module, current: Tensor) -> Tensor:
+        """Spikes ``[1, B, n]`` of block ``i``'s neuron at the newest step, without its hooks."""
+        if not isinstance(neuron, MultiStepNeuron):
+            return neuron(current)  # stateless (the ReLU twin)
+        spec = neuron.spec
+        if spec.form not in ("fsvae", "if") or spec.vr != 0.0:  # no one-step restart: re-run
+            return neuron.forward(torch.cat(self.currents[i]))[-1:]
+        if self.state[i] is not None:
+            # from rest, one step of these forms charges h = x: feeding x' = charge(x, reset(h,
+            # s)) continues the sequence with the kernel's own step (bit-identical)
+            charge, spikes = self.state[i]
+            v = kernels._reset(spec, charge, spikes)
+            current = kernels._charge(spec, current, v, neuron.decay())
+        spikes = neuron.forward(current)
+        self.state[i] = (current, spikes)
+        return spikes
+
+    def outputs(self) -> Tensor:
+        """The outputs of every step fed so far, ``[T, B, latent, k]``.
+
+        Incremental: each neuron runs once over its whole input history (through its hooks).
+        """
+        if not self.incremental:
+            return self.net(torch.stack(self.frames))
+        h = torch.empty(0)
+        for (_, _, neuron), history in zip(self.net.blocks, self.currents, strict=True):
+            h = neuron(torch.cat(history))
+        return h.unflatten(-1, (self.net.latent_dim, self.net.k))
 
 
 class AutoregressiveBernoulli(nn.Module):
@@ -296,7 +342,7 @@ class AutoregressiveBernoulli(nn.Module):
         steps, batch, c = x.shape
         index = _randint(self.k, (steps, batch, c), generator, x.device)
         z_prev = x.new_zeros(batch, c)
-        z_in, outs = [z_prev], []
+        z_in = [z_prev]
         step = self.stepper()
         if self.training:  # the original: prefix re-runs without gradient, then one full pass
             with torch.no_grad():
@@ -307,10 +353,8 @@ class AutoregressiveBernoulli(nn.Module):
             q = self(torch.cat([x, torch.stack(z_in)], -1))
         else:
             for t in range(steps):
-                out = step(torch.cat([x[t], z_prev], -1))
-                z_prev = pick_one_of_k(out, index[t])
-                outs.append(out)
-            q = torch.stack(outs)
+                z_prev = pick_one_of_k(step(torch.cat([x[t], z_prev], -1)), index[t])
+            q = step.outputs()
         return pick_one_of_k(q, index), q
 
     def prior(
@@ -345,14 +389,16 @@ class AutoregressiveBernoulli(nn.Module):
         self, n: int, steps: int, generator: torch.Generator | None = None
     ) -> Tensor:
         """Draw ``z ~ p(z)`` ``[steps, n, C]`` autoregressively (prior only)."""
-        device = next(self.parameters()).device
-        index = _randint(self.k, (steps, n, self.latent_dim), generator, device)
-        z_prev = torch.zeros(n, self.latent_dim, device=device)
+        param = next(self.parameters())
+        index = _randint(self.k, (steps, n, self.latent_dim), generator, param.device)
+        z_prev = param.new_zeros(n, self.latent_dim)
         zs = []
         step = self.stepper()
         for t in range(steps):
             z_prev = pick_one_of_k(step(z_prev), index[t])
             zs.append(z_prev)
+        if step.incremental:
+            step.outputs()  # the neurons' one hooked call (a monitor counts each update once)
         return torch.stack(zs)
 
 
@@ -396,7 +442,7 @@ class FSVAE(GenerativeModel):
         offset = c.v_threshold if c.surrogate_centre == "membrane" else 0.0
         surrogate = {"name": "rectangular", "width": c.surrogate_width, "offset": offset}
         return LIF(beta=c.beta, form="fsvae", v_threshold=c.v_threshold, v_reset=0.0,
-                   surrogate=surrogate)
+                   surrogate=surrogate, strict_threshold=c.strict_threshold)
 
     # -- pieces
     def encode(self, x: Tensor) -> Tensor:
@@ -410,14 +456,24 @@ class FSVAE(GenerativeModel):
         return torch.tanh(weighted_decode(self.decoder(h), self.cfg.readout_decay))
 
     def scheduled_p(self) -> float:
-        """The current scheduled-sampling probability (0 when switched off)."""
+        """The current scheduled-sampling probability (0 when switched off).
+
+        With ``scheduled_ramp_levels`` n > 0, step k uses stair ``e = floor(k n / ramp_steps)``
+        (at most n): ``p = (last - first) * e / n + first``, the original's
+        ``update_p(epoch, max_epoch)`` when n = epochs and ramp_steps = epochs x steps per epoch.
+        """
         c = self.cfg
         if not c.scheduled_sampling:
             return 0.0
         first, last = c.scheduled_p
         if c.scheduled_ramp_steps == 0:
             return first
-        frac = min(1.0, float(self.train_steps) / c.scheduled_ramp_steps)
+        step = int(self.train_steps)
+        if c.scheduled_ramp_levels:
+            levels = c.scheduled_ramp_levels
+            stair = min(levels, step * levels // c.scheduled_ramp_steps)
+            return (last - first) * stair / levels + first
+        frac = min(1.0, step / c.scheduled_ramp_steps)
         return first + (last - first) * frac
 
     def distance(self, q: Tensor, p: Tensor) -> Tensor:

@@ -211,7 +211,9 @@ def test_images_shapes_ranges_and_tokens(codebook):
 
 def test_gan_losses_before_and_after_disc_start():
     torch.manual_seed(0)
-    model = build_model(tiny_cfg(disc_start=1), DataInfo(1, 16)).train()
+    # disc_start in the original's optimiser steps (two per batch): batch 0 reads steps 0 and
+    # 1 (both off), batch 1 reads 2 and 3 (both on)
+    model = build_model(tiny_cfg(disc_start=2), DataInfo(1, 16)).train()
     groups = model.optimizer_groups()
     assert list(groups) == ["loss", "loss_disc"]
     gen, disc = set(groups["loss"]), set(groups["loss_disc"])
@@ -227,6 +229,64 @@ def test_gan_losses_before_and_after_disc_start():
     expected = after["rec_loss"] + after["q_loss"] + after["d_weight"] * after["g_loss"]
     torch.testing.assert_close(after["loss"].detach(), expected)
     assert int(model.step) == 2
+
+
+@pytest.mark.parametrize(
+    ("unit", "disc_start", "expected"),
+    [
+        # the original's Lightning global_step: 2k at batch k's generator loss, 2k + 1 at its
+        # discriminator loss; 30001 switches the discriminator on at batch 15,000 and the
+        # generator term at batch 15,001
+        ("optimizer_steps", 30001, {14999: (0, 0), 15000: (0, 1), 15001: (1, 1)}),
+        ("optimizer_steps", 30000, {14999: (0, 0), 15000: (1, 1)}),
+        ("batches", 30001, {30000: (0, 0), 30001: (1, 1)}),
+    ],
+)
+def test_disc_start_units(unit, disc_start, expected):
+    model = build_model(tiny_cfg(disc_start=disc_start, disc_start_unit=unit), DataInfo(1, 16))
+    for batch, factors in expected.items():
+        model.step.fill_(batch)
+        assert model.disc_factors() == factors, (unit, batch)
+
+
+def test_discriminator_trains_one_batch_before_the_generator_term():
+    # the original at batch 15,000 with disc_start 30001: the generator loss reads global_step
+    # 30000 (no GAN term), the discriminator loss, after the generator's optimiser step, 30001
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(disc_start=30001), DataInfo(1, 16)).train()
+    model.step.fill_(15000)
+    out = model.loss(torch.rand(2, 1, 16, 16))
+    assert out["disc_factor"] == 0 and out["d_weight"] == 0
+    assert out["loss_disc"] > 0
+    expected = out["rec_loss"] + out["q_loss"]
+    torch.testing.assert_close(out["loss"].detach(), expected)
+
+
+def test_disc_start_unit_default_is_the_originals():
+    assert VQVAEConfig().disc_start_unit == "optimizer_steps"
+    with pytest.raises(ValueError, match="disc_start_unit"):
+        VQVAEConfig(disc_start_unit="epochs")
+
+
+def test_braincog_neuron_fires_only_above_threshold():
+    # braincog's LIFNode: spike = (mem - 0.5).gt(0); mem = x / 2 at the first step
+    from snngen.spiking.layers import LIFNonlinearity
+
+    x = torch.tensor([1.0, 1.0 + 1e-6, 0.999], dtype=torch.float64).view(1, 3)
+    assert LIFNonlinearity()(x).tolist() == [[0.0, 1.0 + 1e-6, 0.0]]
+
+
+def test_event_loss_per_frame_is_the_mean_of_frame_losses():
+    torch.manual_seed(0)
+    info = DataInfo(2, 16, events=True, time_bins=2)
+    model = build_model(tiny_cfg(disc_start=0), info).train()
+    x = torch.randint(0, 3, (2, 3, 2, 16, 16)).float()
+    per_frame = model.loss(x)
+    model.cfg.event_loss = "folded"
+    folded = model.loss(x)
+    # the L1 term is the same average; the GAN terms see other batches (per frame vs folded)
+    torch.testing.assert_close(per_frame["rec_loss"], folded["rec_loss"])
+    assert not torch.allclose(per_frame["g_loss"], folded["g_loss"])
 
 
 def test_straight_through_reaches_the_encoder():
@@ -331,3 +391,14 @@ def test_config_errors_name_the_problem():
         tiny_cfg(num_groups=3)
     with pytest.raises(ValueError, match="divisible"):
         build_model(tiny_cfg(ch_mult=[1, 2, 2, 2, 2]), DataInfo(1, 8))
+
+
+def test_event_frames_resize_with_aligned_corners():
+    # the original's N-MNIST / CIFAR10-DVS transform: bilinear, align_corners=True: the corner
+    # pixels keep their counts and a 2-px ramp becomes an evenly spaced one
+    from snngen.data.events import resize_frames
+
+    ramp = torch.tensor([[0.0, 3.0], [0.0, 3.0]]).expand(1, 2, 2, 2)
+    out = resize_frames(ramp, 4)
+    assert out.shape == (1, 2, 4, 4)
+    torch.testing.assert_close(out[0, 0, 0], torch.tensor([0.0, 1.0, 2.0, 3.0]))

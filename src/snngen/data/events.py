@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from snngen.data.base import DataError, check_split, natural_key, resize, resolve_root, searched
+from snngen.data.base import DataError, check_split, natural_key, resolve_root, searched
 
 EVENT_DTYPE = np.dtype([("x", np.int32), ("y", np.int32), ("t", np.int64), ("p", np.int8)])
 OFF, ON = 0, 1  # frame channels
@@ -266,12 +267,19 @@ def check_time_bins(time_bins: int) -> int:
     return time_bins
 
 
+def resize_frames(frames: Tensor, size: int) -> Tensor:
+    """Event frames ``[T, 2, H, W]`` resized to ``size x size`` as the spiking VQ-VAE's event
+    pipelines do: ``F.interpolate(mode="bilinear", align_corners=True)``, no antialiasing."""
+    if frames.shape[-2:] == (size, size):
+        return frames
+    return F.interpolate(frames.float(), size=(size, size), mode="bilinear", align_corners=True)
+
+
 class EventFiles(Dataset):
     """Event recordings read and binned on access.
 
     Items ``(x, label)``: ``x`` float32 ``[T, 2, H, W]`` event counts (``H, W`` the sensor's,
-    or ``image_size`` by a bilinear resize of the frames, as the spiking VQ-VAE's N-MNIST
-    pipeline does).
+    or ``image_size`` by :func:`resize_frames`, as the spiking VQ-VAE's N-MNIST pipeline does).
     """
 
     def __init__(self, files: list[Path], labels: list[int],
@@ -296,7 +304,7 @@ class EventFiles(Dataset):
         frames = to_frames(self.events(index), self.sensor, self.time_bins)
         x = torch.from_numpy(frames.astype(np.float32))
         if self.image_size is not None:
-            x = resize(x, self.image_size)
+            x = resize_frames(x, self.image_size)
         return x, self.labels[index]
 
     def __repr__(self) -> str:

@@ -15,19 +15,20 @@ Encoder and decoder are built from :class:`ResnetBlockSnn` (GroupNorm, LIF-nonli
 strided-conv down-sampling, and up-sampling by nearest interpolation + 3x3 conv (what the
 original code runs, the default) or by a 4x4 transposed conv (``upsample="transposed"``, what the
 paper's tables and README list).
-Neurons: braincog's LIF (threshold 0.5, tau 2, hard reset), :data:`BRAINCOG_LIF`.
+Neurons: braincog's LIF (threshold 0.5, tau 2, hard reset, a spike only above the threshold),
+:data:`BRAINCOG_LIF`.
 
 Quantiser: :class:`~snngen.models.quantizers.TemporalCodebook` (one index per position) or
 :class:`~snngen.models.quantizers.VanillaCodebook` (one per step and position), beta 0.25.
 
 Loss (VQ-GAN style, taming's ``VQLPIPSWithDiscriminator``): L1 reconstruction (+ LPIPS only when
 its weights are given locally) + codebook loss + a hinge PatchGAN term with the adaptive weight
-(x ``disc_weight`` 0.8) switched on at step ``disc_start``. The model returns ``"loss"`` (encoder,
-decoder, codebook) and ``"loss_disc"`` (the discriminator, on detached reconstructions); the
-trainer steps one Adam per key. Event data: every frame is compared with its target frame and
-the discriminator sees frames (the original averages the per-frame losses; here the frames are
-folded into the batch, which is the same average except that one adaptive weight is used for
-all frames).
+(x ``disc_weight`` 0.8) switched on at ``disc_start``, counted by default in the original's
+units (Lightning's ``global_step``: two optimiser steps per batch; ``disc_start_unit``). The
+model returns ``"loss"`` (encoder, decoder, codebook) and ``"loss_disc"`` (the discriminator, on
+detached reconstructions); the trainer steps one Adam per key. Event data: as the original,
+every frame is compared with its target frame, with its own adaptive weight and discriminator
+call, and the per-frame losses are averaged (``event_loss="folded"``: all frames as one batch).
 
 Tokens for a prior (:mod:`snngen.models.prior`): raster order over the latent positions; for the
 vanilla codebook each position contributes its ``T`` codes in time order.
@@ -106,7 +107,11 @@ class VQVAEConfig:
     rec_loss: Literal["l1", "mse"] = "l1"
     codebook_weight: float = 1.0
     disc_weight: float = 0.8  # 0 turns the discriminator off (no "loss_disc")
-    disc_start: int = 30001  # training step at which the GAN terms switch on
+    # the GAN terms switch on at disc_start, counted in disc_start_unit: "optimizer_steps"
+    # (the original's Lightning global_step, two per batch - generator then discriminator -, so
+    # 30001 is batch ~15,000) or "batches" (one per training batch)
+    disc_start: int = 30001
+    disc_start_unit: Literal["optimizer_steps", "batches"] = "optimizer_steps"
     disc_factor: float = 1.0
     disc_layers: int = 3
     disc_ndf: int = 64
@@ -119,6 +124,10 @@ class VQVAEConfig:
     # (reconstructions: x the input's own largest count under "sample_max").
     event_norm: Literal["sample_max", "fixed"] = "sample_max"
     event_max: float = 1.0
+    # event losses: "per_frame" (the original: every loss term, the adaptive weight and the
+    # discriminator's batch statistics per time-step frame, then averaged over the frames) or
+    # "folded" (all frames as one batch of images: one adaptive weight, one discriminator call)
+    event_loss: Literal["per_frame", "folded"] = "per_frame"
 
     def __post_init__(self) -> None:
         if self.time_steps < 1:
@@ -139,6 +148,11 @@ class VQVAEConfig:
             )
         if self.event_max <= 0:
             raise ValueError(f"event_max must be > 0, got {self.event_max}")
+        if self.disc_start_unit not in ("optimizer_steps", "batches"):
+            raise ValueError(
+                f"disc_start_unit must be 'optimizer_steps' (the original's global_step, two per "
+                f"batch) or 'batches', got {self.disc_start_unit!r}"
+            )
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -489,11 +503,29 @@ class VQVAE(GenerativeModel):
         return self.from_model_space(self.decode(self.tokens_to_latents(tokens)))
 
     # -- training
-    def _pairs(self, x_t: Tensor, y_t: Tensor) -> tuple[Tensor, Tensor]:
-        """(target, reconstruction) as image batches in model space for the losses."""
-        if self.info.events:
-            return x_t.flatten(0, 1), y_t.flatten(0, 1)  # every frame is an image
-        return x_t[0], y_t.mean(0)
+    def _pairs(self, x_t: Tensor, y_t: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """(target, reconstruction) image batches in model space, one pair per loss evaluation:
+        images: the input and the time-mean of the output; events: every frame with its target
+        frame (``event_loss="per_frame"``) or all frames folded into one batch."""
+        if not self.info.events:
+            return [(x_t[0], y_t.mean(0))]
+        if self.cfg.event_loss == "folded":
+            return [(x_t.flatten(0, 1), y_t.flatten(0, 1))]
+        return list(zip(x_t.unbind(0), y_t.unbind(0), strict=True))
+
+    def disc_factors(self) -> tuple[float, float]:
+        """The GAN factors (generator term, discriminator loss) of the current batch.
+
+        ``disc_start_unit="optimizer_steps"`` follows the original's Lightning ``global_step``,
+        which advances once per optimiser step: batch ``k`` (0-based, :attr:`step`) reads
+        ``2k`` for its generator loss and ``2k + 1`` for its discriminator loss (after the
+        generator's step), so the discriminator starts training one batch before the generator
+        term when ``disc_start`` is odd. ``"batches"``: both read ``k``.
+        """
+        cfg, k = self.cfg, int(self.step)
+        g_step, d_step = (2 * k, 2 * k + 1) if cfg.disc_start_unit == "optimizer_steps" else (k, k)
+        return (disc_factor(g_step, cfg.disc_start, cfg.disc_factor),
+                disc_factor(d_step, cfg.disc_start, cfg.disc_factor))
 
     def loss(self, batch: Tensor) -> dict[str, Tensor]:
         """Losses and logs of one batch (images ``[B, C, H, W]`` or events ``[T, B, 2, H, W]``).
@@ -503,35 +535,39 @@ class VQVAE(GenerativeModel):
         (present when ``disc_weight > 0``). Logs (detached scalars): ``rec_loss``, ``q_loss``,
         ``mse`` (in [0, 1] units), the batch's codebook usage ``perplexity``, ``codes_used``,
         ``dead_codes``, and, with the discriminator, ``g_loss``, ``d_weight``, ``disc_factor``,
-        ``logits_real``, ``logits_fake``; ``p_loss`` with LPIPS.
+        ``logits_real``, ``logits_fake``; ``p_loss`` with LPIPS. See
+        :meth:`loss_in_model_space`.
+        """
+        return self.loss_in_model_space(self.to_model_space(batch))
+
+    def loss_in_model_space(self, x_t: Tensor) -> dict[str, Tensor]:
+        """:meth:`loss` of model-space inputs ``x_t`` ``[T, B, C, H, W]`` in [-1, 1].
+
+        As the original's training step: every (target, reconstruction) pair of
+        :meth:`_pairs` gets ``nll + d_weight * factor * g_loss + codebook_weight * q_loss`` and
+        ``factor * d_loss``, averaged over the pairs; all generator terms are evaluated before
+        the discriminator terms (the order in which the discriminator's batch-norm statistics
+        are updated). Advances :attr:`step` in training.
         """
         cfg = self.cfg
-        x_t = self.to_model_space(batch)
         q = self.encode(x_t)
         y_t = self.decode(q.z_q)
-        target, recon = self._pairs(x_t, y_t)
-        if cfg.rec_loss == "l1":
-            rec = (target - recon).abs().mean()
-        else:
-            rec = F.mse_loss(recon, target)
-        nll = rec
-        out: dict[str, Tensor] = {}
-        if self.perceptual is not None:
-            p_loss = self.perceptual(target, recon).mean()
-            nll = rec + cfg.perceptual_weight * p_loss
-            out["p_loss"] = p_loss.detach()
-        loss = nll + cfg.codebook_weight * q.loss
+        pairs = self._pairs(x_t, y_t)
+        g_factor, d_factor = self.disc_factors()
+        gen = [self._generator_terms(target, recon, q.loss, g_factor) for target, recon in pairs]
+        out = {k: torch.stack([g[k] for g in gen]).mean() for k in gen[0]}
         if self.discriminator is not None:
-            loss, gan_logs = self._add_gan_terms(loss, nll, target, recon)
-            out.update(gan_logs)
+            disc = [self._disc_terms(target, recon, d_factor) for target, recon in pairs]
+            out.update({k: torch.stack([d[k] for d in disc]).mean() for k in disc[0]})
+            out["disc_factor"] = torch.tensor(g_factor)
         if self.training and torch.is_grad_enabled():
             self.step += 1
+        target = torch.cat([t for t, _ in pairs])
+        recon = torch.cat([r for _, r in pairs])
         usage = codebook_usage(q.indices, cfg.n_embed)
         with torch.no_grad():
             mse01 = F.mse_loss(recon.clamp(-1, 1), target) * 0.25  # in [0, 1] units
         out.update(
-            loss=loss,
-            rec_loss=rec.detach(),
             q_loss=q.loss.detach(),
             mse=mse01,
             perplexity=torch.tensor(usage["perplexity"]),
@@ -540,36 +576,48 @@ class VQVAE(GenerativeModel):
         )
         return out
 
-    def _add_gan_terms(
-        self, loss: Tensor, nll: Tensor, target: Tensor, recon: Tensor
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Add the adversarial generator term to ``loss``; return it and the disc loss + logs.
+    def _generator_terms(
+        self, target: Tensor, recon: Tensor, q_loss: Tensor, factor: float
+    ) -> dict[str, Tensor]:
+        """``loss`` of one pair (taming's generator step) and its logs.
 
-        Before ``disc_start`` the factor is 0: the generator term is skipped (weight 0) and
-        ``loss_disc`` is ``0 * d_loss`` (a valid tensor whose gradients are zero).
+        The discriminator sees the reconstruction even before ``disc_start`` (as the original,
+        whose batch-norm statistics that call updates); the term and its adaptive weight are
+        only built when ``factor > 0`` (before, the original adds ``0 * g_loss``).
         """
         cfg, disc = self.cfg, self.discriminator
-        factor = disc_factor(int(self.step), cfg.disc_start, cfg.disc_factor)
-        d_weight = torch.zeros((), device=loss.device)
-        g_loss = torch.zeros((), device=loss.device)
-        if factor > 0:
-            g_loss = -disc(recon).mean()
-            if torch.is_grad_enabled() and self.training:
-                last = self.decoder.conv_out.weight
-                d_weight = adaptive_disc_weight(nll, g_loss, last, cfg.disc_weight)
-            loss = loss + d_weight * factor * g_loss
-        logits_real = disc(target.detach())
-        logits_fake = disc(recon.detach())
-        loss_disc = factor * D_LOSSES[cfg.disc_loss](logits_real, logits_fake)
-        logs = {
-            "loss_disc": loss_disc,
-            "g_loss": g_loss.detach(),
-            "d_weight": d_weight.detach(),
-            "disc_factor": torch.tensor(factor),
+        if cfg.rec_loss == "l1":
+            rec = (target - recon).abs().mean()
+        else:
+            rec = F.mse_loss(recon, target)
+        nll = rec
+        logs: dict[str, Tensor] = {}
+        if self.perceptual is not None:
+            p_loss = self.perceptual(target, recon).mean()
+            nll = rec + cfg.perceptual_weight * p_loss
+            logs["p_loss"] = p_loss.detach()
+        loss = nll + cfg.codebook_weight * q_loss
+        if disc is not None:
+            d_weight = torch.zeros((), device=loss.device)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and factor > 0):
+                g_loss = -disc(recon).mean()
+            if factor > 0:
+                if torch.is_grad_enabled() and nll.requires_grad:
+                    last = self.decoder.conv_out.weight
+                    d_weight = adaptive_disc_weight(nll, g_loss, last, cfg.disc_weight)
+                loss = loss + d_weight * factor * g_loss
+            logs.update(g_loss=g_loss.detach(), d_weight=d_weight.detach())
+        return {"loss": loss, "rec_loss": rec.detach(), **logs}
+
+    def _disc_terms(self, target: Tensor, recon: Tensor, factor: float) -> dict[str, Tensor]:
+        """``loss_disc`` of one pair (on detached images) and the mean logits."""
+        logits_real = self.discriminator(target.detach())
+        logits_fake = self.discriminator(recon.detach())
+        return {
+            "loss_disc": factor * D_LOSSES[self.cfg.disc_loss](logits_real, logits_fake),
             "logits_real": logits_real.detach().mean(),
             "logits_fake": logits_fake.detach().mean(),
         }
-        return loss, logs
 
     def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
         """``{"loss": autoencoder + codebook, "loss_disc": discriminator}`` (one Adam each)."""

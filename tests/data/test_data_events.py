@@ -198,9 +198,12 @@ def test_cifar10_dvs_split_and_frames(tmp_path):
             # events at raw (x=i, y=1) for t 0 and 9, ON; bins of width 9 // 3 = 3
             raw = [(i, 1, 0, 0), (i, 1, 0, 5), (i, 1, 1, 9)]
             (d / f"cifar10_{cls}_{i}.aedat").write_bytes(aedat2_bytes(raw))
-    test = get_dataset("cifar10_dvs", root=tmp_path, split="test", time_bins=3)
-    train = get_dataset("cifar10_dvs", root=tmp_path, split="train", time_bins=3)
+    test = get_dataset("cifar10_dvs", root=tmp_path, split="test", time_bins=3, denoise_us=None)
+    train = get_dataset("cifar10_dvs", root=tmp_path, split="train", time_bins=3,
+                        denoise_us=None)
     assert (len(test), len(train)) == (2, 18)
+    # denoised by default (10 ms), as the VQ-VAE's pipeline filters both splits
+    assert get_dataset("cifar10_dvs", root=tmp_path, split="test").denoise_us == 10000
     assert [test[i][1] for i in range(2)] == [3, 8]  # cat = 3, ship = 8
     x, _ = test[0]  # file 0 of "cat": raw x 0 -> y = 127, raw y 1 -> x = 126
     assert x.shape == (3, 2, 128, 128) and x.sum() == 2

@@ -351,8 +351,11 @@ def load_nmnist(root=None, split: str = "train", image_size: int | None = None,
 
 
 def load_cifar10_dvs(root=None, split: str = "train", image_size: int | None = None,
-                     time_bins: int = 4, denoise_us: float | None = None) -> EventFiles:
+                     time_bins: int = 4, denoise_us: float | None = 10000) -> EventFiles:
     """CIFAR10-DVS from AEDAT files: ``<root>/cifar10_dvs/<class>/*.aedat`` (or ``.aedat4``).
+
+    ``denoise_us`` (default 10000, as the spiking VQ-VAE's pipeline filters both splits; ``null``
+    turns it off).
 
     No official split exists; as in TEBN and spikingjelly's split, the first tenth of each
     class (files 0-99 of 1000, natural name order) is the test split, the rest train.

@@ -170,7 +170,7 @@ def describe_datasets() -> str:
         "(crop, default largest square) then resize.",
         "<static name>_saccade or saccade=True: a static set as events from three simulated "
         "saccades (options time_bins, saccade_threshold, saccade_amplitude, saccade_substeps).",
-        "Event options: time_bins (4), denoise_us (nmnist 10000, cifar10_dvs off). "
+        "Event options: time_bins (4), denoise_us (10000, as the originals; null: off). "
         "Needs tonic: pip install 'snngen[events]'.",
         "Folder sets: train/ and test/ subfolders, else every 10th image is test. "
         "cifar10_dvs: first tenth of each class is test.",

@@ -120,7 +120,12 @@ def test_analytic_dpm_beats_handcrafted_variances_with_few_steps(gaussian):
     sch = gaussian.schedule
     x_T = torch.randn(20000, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
 
-    def kl(sampler, **kw):
+    def kl(sampler, **kw):  # unbounded data: none of the image defaults (x0 clamp, data range)
+        kw = {"clip_denoised": False, **kw}
+        if sampler is analytic_dpm_sample:
+            kw = {"data_range": None, "spacing": "linspace", **kw}
+        if sampler is ddim_sample:
+            kw = {"spacing": "uniform", **kw}
         x = sampler(gaussian, sch, x_T, 20, generator=torch.Generator().manual_seed(1), **kw)
         return _gaussian_kl(x, gaussian.mu, gaussian.cov)
 
@@ -136,7 +141,7 @@ def test_analytic_dpm_beats_handcrafted_variances_with_few_steps(gaussian):
 def test_analytic_dpm_can_estimate_gamma_itself(gaussian, moments):
     data = gaussian.sample(4000, torch.Generator().manual_seed(2))
     x = analytic_dpm_sample(
-        gaussian, gaussian.schedule, (4000, 3), 50, data=data,
-        generator=torch.Generator().manual_seed(3), dtype=torch.float64,
+        gaussian, gaussian.schedule, (4000, 3), 50, data=data, clip_denoised=False,
+        data_range=None, generator=torch.Generator().manual_seed(3), dtype=torch.float64,
     )  # fmt: skip
     assert max(moments(x, gaussian.mu, gaussian.cov)) < 5

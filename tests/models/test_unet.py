@@ -333,3 +333,69 @@ def test_configs_validate(name):
             cfg.model.init_from = None
         model = build_model(cfg.model, DataInfo(channels=1, image_size=cfg.data.image_size))
         assert model.unet.cfg.timesteps == cfg.model.timesteps
+
+
+def test_analytic_gamma_from_the_attached_training_set():
+    """Gamma comes from the whole attached training set (as Analytic-DPM's reference), or its
+    first ``gamma_images``; a dataset, a tensor or a lazy callable may be attached."""
+    from torch.utils.data import TensorDataset
+
+    from snngen.diffusion import discrete_timesteps, estimate_gamma
+
+    info = DataInfo(channels=1, image_size=8)
+    kw = dict(ch=8, ch_mult=[1, 2], num_res_blocks=1, diffusion_steps=40)
+    images = torch.rand(70, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    taus = discrete_timesteps(40, 4, "analytic-dpm")
+
+    def expected(model, n):
+        model.eval()
+        return estimate_gamma(model.unet, model.schedule, images[:n] * 2 - 1, timesteps=taus,
+                              batch_size=64, generator=torch.Generator().manual_seed(0))
+
+    model = build_model(SDDPMConfig(**kw), info)
+    assert model.cfg.gamma_images is None
+    model.loss(torch.rand(3, 1, 8, 8))  # remembered, but the attached set wins
+    model.set_gamma_data(TensorDataset(images, torch.zeros(70)))
+    torch.testing.assert_close(model.analytic_gamma(4), expected(model, 70), equal_nan=True)
+    opened = []
+    model.set_gamma_data(lambda: opened.append(1) or images)
+    assert not opened  # opened lazily
+    torch.testing.assert_close(model.analytic_gamma(4), expected(model, 70), equal_nan=True)
+    capped = build_model(SDDPMConfig(**kw, gamma_images=5), info)
+    capped.unet.load_state_dict(model.unet.state_dict())
+    capped.set_gamma_data(images)
+    torch.testing.assert_close(capped.analytic_gamma(4), expected(capped, 5), equal_nan=True)
+    with pytest.raises(ValueError, match="gamma_images"):
+        SDDPMConfig(gamma_images=0)
+
+
+def test_model_samplers_default_to_the_originals():
+    """DDPM/DDIM clamp x0 (SDDPM), DDIM on SDDPM's grid, Analytic-DPM with the data-range clip
+    and the last step's sigma clip (baofff/Analytic-DPM's CIFAR-10 runs)."""
+    from snngen.diffusion import analytic_dpm_sample, ddim_sample, ddpm_sample
+
+    info = DataInfo(channels=1, image_size=8)
+    model = build_model(SDDPMConfig(ch=8, ch_mult=[1, 2], num_res_blocks=1, diffusion_steps=40),
+                        info)  # fmt: skip
+    model.loss(torch.rand(4, 1, 8, 8))
+    model.eval()
+    noise = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(3)) * 3
+
+    def run(fn, seed=1, **kw):
+        return fn(model.unet, model.schedule, noise, generator=torch.Generator().manual_seed(seed),
+                  **kw)
+
+    def to_image(x):
+        return ((x.clamp(-1, 1) + 1) / 2).float()
+
+    got = model.sample(2, generator=torch.Generator().manual_seed(1), noise=noise)
+    assert torch.equal(got, to_image(run(ddpm_sample, clip_denoised=True)))
+    assert not torch.equal(got, to_image(run(ddpm_sample, clip_denoised=False)))
+    got = model.sample(2, solver="ddim", steps=8, noise=noise)
+    assert torch.equal(got, to_image(run(ddim_sample, steps=8, spacing="sddpm", end_step=0)))
+    gamma = model.analytic_gamma(6)
+    got = model.sample(2, generator=torch.Generator().manual_seed(1), noise=noise,
+                       solver="analytic-dpm", steps=6)  # fmt: skip
+    ref = run(analytic_dpm_sample, steps=6, gamma=gamma, data_range=(-1.0, 1.0),
+              clip_sigma_steps=1, clip_denoised=True, spacing="analytic-dpm")
+    assert torch.equal(got, to_image(ref))

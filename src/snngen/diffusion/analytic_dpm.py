@@ -13,8 +13,16 @@ with ``bb = 1 - alpha_bar`` and ``a_ns = alpha_bar_n / alpha_bar_s``. Written wi
 covariance of ``x_0`` given ``x_n``, ``E tr Cov[x0 | x_n] / d = bb_n / alpha_bar_n (1 - Gamma_n)``,
 which Theorem 2 bounds: ``Gamma_n <= 1`` (so ``sigma*^2 >= lambda^2``) and, for data in
 ``[a, b]``, ``E tr Cov[x0 | x_n] / d <= ((b - a) / 2)^2``. Both clips are applied here (the
-second only when ``data_range`` is given). ``Gamma_n`` is estimated by Monte Carlo over data
-(:func:`estimate_gamma`, their Eq. for Gamma_n with M samples) or passed in precomputed.
+second only when ``data_range`` is given; the sampler's default is images in ``[-1, 1]``, as
+the reference code). ``Gamma_n`` is estimated by Monte Carlo over data (:func:`estimate_gamma`,
+their Eq. for Gamma_n with M samples; the reference uses the full training set) or passed in
+precomputed.
+
+As the reference code (``baofff/Analytic-DPM``, ``reverse_ddpm_ms_eps`` /
+``reverse_ddim_ms_eps``): the predicted ``x0`` is clamped to ``[-1, 1]`` in the mean; on a
+DDPM-like trajectory the mean is the forward posterior's, ``coeff1 clamp(x0) + coeff2 x_n``; on
+a DDIM-like one it is ``sqrt(ab_s) clamp(x0) + sqrt(bb_s - lambda^2) eps``; the trajectory is
+their ``linear`` one (spacing ``"analytic-dpm"``).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from snngen.diffusion._common import (
     randn_like,
 )
 from snngen.diffusion.ddim import ddim_sigma2, generalized_step
+from snngen.diffusion.ddpm import posterior_mean, predict_x0
 from snngen.diffusion.schedule import NoiseSchedule, check_timesteps, sampling_timesteps
 
 TRAJECTORIES = ("ddpm", "ddim")
@@ -190,12 +199,12 @@ def analytic_dpm_sample(
     data: Tensor | Iterable | None = None,
     trajectory: str = "ddpm",
     eta: float | None = None,
-    spacing: str | None = None,
+    spacing: str = "analytic-dpm",
     timesteps: Sequence[int] | Tensor | None = None,
-    data_range: tuple[float, float] | None = None,
+    data_range: tuple[float, float] | None = (-1.0, 1.0),
     clip_sigma_steps: int = 0,
     clip_pixel: float = 2.0,
-    clip_denoised: bool = False,
+    clip_denoised: bool = True,
     generator: torch.Generator | None = None,
     progress: bool = False,
     device: torch.device | str | None = None,
@@ -210,21 +219,23 @@ def analytic_dpm_sample(
         steps: number of network calls.
         gamma: precomputed ``Gamma_n`` ``[N]`` (see :func:`estimate_gamma`); or give ``data``
             to estimate it here at the trajectory's steps (a tensor ``[M, ...]`` or a loader).
-        trajectory: ``"ddpm"`` (``lambda^2 = beta tilde``) or ``"ddim"`` (``lambda^2 = 0``);
-            ``eta`` overrides ``lambda^2 = eta^2 beta tilde`` for either.
-        spacing: trajectory spacing; default ``"linspace"`` for DDPM-like and ``"uniform"`` for
-            DDIM-like trajectories (as the original code).
+        trajectory: ``"ddpm"`` (``lambda^2 = beta tilde``, the posterior mean) or ``"ddim"``
+            (``lambda^2 = 0``); ``eta`` overrides ``lambda^2 = eta^2 beta tilde`` (then the
+            generalized DDIM mean is used for either).
+        spacing: trajectory spacing, default ``"analytic-dpm"`` (the reference's ``linear``).
         timesteps: explicit trajectory (distinct ints in ``0..N-1``).
         data_range, clip_sigma_steps, clip_pixel: variance clipping, see
-            :func:`analytic_variance`.
-        clip_denoised: clamp the predicted ``x0`` to ``[-1, 1]``.
+            :func:`analytic_variance` (``data_range=None`` drops Theorem 2's upper bound; the
+            reference's CIFAR-10 runs use ``clip_sigma_steps=1``).
+        clip_denoised: clamp the predicted ``x0`` to ``[-1, 1]`` in the mean (default, as the
+            reference).
 
     Returns:
         ``x_0`` ``[B, ...]`` (the last step returns the mean).
     """
     check_choice("trajectory", trajectory, TRAJECTORIES)
+    posterior = trajectory == "ddpm" and eta is None
     eta = (1.0 if trajectory == "ddpm" else 0.0) if eta is None else float(eta)
-    spacing = spacing or ("linspace" if trajectory == "ddpm" else "uniform")
     taus = sampling_timesteps(schedule, steps, spacing, timesteps)
     x = initial_noise(x_T, generator=generator, device=device, dtype=dtype)
     if gamma is None:
@@ -248,14 +259,12 @@ def analytic_dpm_sample(
     ):
         ab, ab_prev = schedule.alpha_bar(n), schedule.alpha_bar(prev)
         eps = call_eps_model(eps_model, x, n, integer=True)
-        x = generalized_step(
-            x,
-            eps,
-            ab,
-            ab_prev,
-            lambda2=ddim_sigma2(ab, ab_prev, eta),
-            sigma2=var,
-            noise=randn_like(x, generator) if var > 0 else None,
-            clip_denoised=clip_denoised,
-        )
+        noise = randn_like(x, generator) if prev >= 0 else None  # drawn even for sigma 0
+        if posterior:  # reference reverse_ddpm_ms_eps: coeff1 * clamp(x0) + coeff2 * x_n
+            x0 = predict_x0(x, eps, ab, clip_denoised)
+            x = posterior_mean(x, x0, ab, ab_prev)
+            x = x if noise is None else x + math.sqrt(var) * noise
+            continue
+        x = generalized_step(x, eps, ab, ab_prev, lambda2=ddim_sigma2(ab, ab_prev, eta),
+                             sigma2=var, noise=noise, clip_denoised=clip_denoised)  # fmt: skip
     return x

@@ -6,7 +6,11 @@ One step from ``x_n`` to the earlier step ``s`` of the trajectory (DDIM Eq. 12):
     x0_pred = (x_n - sqrt(1 - ab_n) eps) / sqrt(ab_n),
     sigma^2 = eta^2 (1 - ab_s) / (1 - ab_n) (1 - ab_n / ab_s)            (DDIM Eq. 16)
 
-The last step goes to clean data (``ab_s = 1``, i.e. it returns ``x0_pred``), as in the DDIM code.
+By default the trajectory is SDDPM's (``spacing="sddpm"``: 999, 979, .., 19 for 50 of 1000
+steps) and its last step goes to ``n = 0``, whose ``x`` is returned (SDDPM's sampler stops there);
+with any other spacing the last step goes to clean data (``ab_s = 1``, i.e. it returns
+``x0_pred``), as in the DDIM code. ``x0_pred`` is clamped to ``[-1, 1]`` at every step
+(``clip_denoised``), as in SDDPM's code.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ def generalized_step(
     lambda2: float,
     sigma2: float,
     noise: Tensor | None,
-    clip_denoised: bool = False,
+    clip_denoised: bool = True,
 ) -> Tensor:
     """One step of the generalized (non-Markovian) reverse process, ``[B, ...]`` in and out.
 
@@ -71,9 +75,10 @@ def ddim_sample(
     steps: int = 50,
     *,
     eta: float = 0.0,
-    spacing: str = "uniform",
+    spacing: str = "sddpm",
     timesteps: Sequence[int] | Tensor | None = None,
-    clip_denoised: bool = False,
+    end_step: int | None = None,
+    clip_denoised: bool = True,
     generator: torch.Generator | None = None,
     progress: bool = False,
     device: torch.device | str | None = None,
@@ -87,10 +92,15 @@ def ddim_sample(
         x_T: starting noise ``[B, ...]`` or a shape to draw.
         steps: number of network calls (trajectory length).
         eta: 0 = deterministic DDIM; 1 = DDPM-like ancestral sampling on the same trajectory.
-        spacing: ``"uniform"`` (DDIM default), ``"quadratic"``, ``"linspace"`` or ``"trailing"``
-            (see :func:`snngen.diffusion.schedule.discrete_timesteps`).
+        spacing: ``"sddpm"`` (SDDPM's grid, the default), ``"uniform"`` (DDIM's code),
+            ``"quadratic"``, ``"linspace"``, ``"trailing"`` (see
+            :func:`snngen.diffusion.schedule.discrete_timesteps`).
         timesteps: explicit trajectory (distinct ints in ``0..N-1``); overrides steps/spacing.
-        clip_denoised: clamp ``x0_pred`` to ``[-1, 1]`` (``eps`` is kept as predicted).
+        end_step: where the last step lands: ``-1`` = clean data (DDIM's code: it returns
+            ``x0_pred``), ``0`` = SDDPM's (it returns ``x`` at step 0, no network call there);
+            ``None`` = 0 with the ``"sddpm"`` spacing, else -1.
+        clip_denoised: clamp ``x0_pred`` to ``[-1, 1]`` (default, as SDDPM; ``eps`` is kept as
+            predicted); ``False`` = DDIM's unclamped step.
         generator: drives all noise; progress: show a progress bar.
 
     Returns:
@@ -99,8 +109,13 @@ def ddim_sample(
     if eta < 0:
         raise ConfigError(f"eta must be >= 0, got {eta}")
     taus = sampling_timesteps(schedule, steps, spacing, timesteps)
+    if end_step is None:
+        end_step = 0 if spacing == "sddpm" and timesteps is None else -1
+    if end_step not in (-1, 0) or (end_step == 0 and taus[-1] == 0):
+        raise ConfigError(f"end_step={end_step} must be -1 (clean data) or 0 (SDDPM), and below "
+                          f"the last timestep {taus[-1]}")
     x = initial_noise(x_T, generator=generator, device=device, dtype=dtype)
-    pairs = list(zip(taus, taus[1:] + [-1], strict=True))
+    pairs = list(zip(taus, taus[1:] + [end_step], strict=True))
     for n, prev in progress_iter(pairs, enabled=progress, desc="ddim", total=len(pairs)):
         ab, ab_prev = schedule.alpha_bar(n), schedule.alpha_bar(prev)
         eps = call_eps_model(eps_model, x, n, integer=True)

@@ -34,6 +34,20 @@ def predict_x0(x: Tensor, eps: Tensor, alpha_bar: float, clip_denoised: bool = F
     return x0.clamp(-1.0, 1.0) if clip_denoised else x0
 
 
+def posterior_mean(x: Tensor, x0: Tensor, alpha_bar: float, alpha_bar_prev: float) -> Tensor:
+    """Mean of the forward posterior ``q(x_prev | x_n, x0)`` (DDPM Eq. 7, for the step's own
+    ``beta = 1 - alpha_bar / alpha_bar_prev``)::
+
+        mu~ = sqrt(ab_prev) beta / (1 - ab) x0 + sqrt(1 - beta) (1 - ab_prev) / (1 - ab) x_n
+
+    Shapes ``[B, ...]``. ``alpha_bar_prev = 1`` (the last step) gives ``x0``.
+    """
+    beta = 1.0 - alpha_bar / alpha_bar_prev
+    c_x0 = math.sqrt(alpha_bar_prev) * beta / (1.0 - alpha_bar)
+    c_xt = math.sqrt(1.0 - beta) * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar)
+    return c_x0 * x0 + c_xt * x
+
+
 def ddpm_step(
     x: Tensor,
     eps: Tensor,
@@ -42,20 +56,18 @@ def ddpm_step(
     noise: Tensor | None,
     *,
     variance: str = "fixedlarge",
-    clip_denoised: bool = False,
+    clip_denoised: bool = True,
 ) -> Tensor:
     """One ancestral step ``x_n -> x_prev`` given the network's ``eps`` (``[B, ...]``).
 
-    Mean: the posterior mean of DDPM Eq. (7) at the predicted ``x0``; variance ``beta`` (
-    ``"fixedlarge"``) or ``beta tilde`` (``"fixedsmall"``), Sec. 3.2. ``alpha_bar_prev = 1``
-    (the last step) returns the mean, and so does ``noise=None``.
+    Mean: the posterior mean of DDPM Eq. (7) at the predicted ``x0`` (clamped to ``[-1, 1]``
+    when ``clip_denoised``, as SDDPM's code does); variance ``beta`` (``"fixedlarge"``) or
+    ``beta tilde`` (``"fixedsmall"``), Sec. 3.2. ``alpha_bar_prev = 1`` (the last step) returns
+    the mean, and so does ``noise=None``.
     """
     beta = 1.0 - alpha_bar / alpha_bar_prev
-    x0 = predict_x0(x, eps, alpha_bar, clip_denoised)
-    # DDPM Eq. (7): mu~ = sqrt(ab_prev) beta / (1 - ab) x0 + sqrt(alpha) (1 - ab_prev) / (1 - ab) x
-    c_x0 = math.sqrt(alpha_bar_prev) * beta / (1.0 - alpha_bar)
-    c_xt = math.sqrt(1.0 - beta) * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar)
-    mean = c_x0 * x0 + c_xt * x
+    mean = posterior_mean(x, predict_x0(x, eps, alpha_bar, clip_denoised), alpha_bar,
+                          alpha_bar_prev)  # fmt: skip
     if alpha_bar_prev >= 1.0 or noise is None:
         return mean
     var = beta if variance == "fixedlarge" else beta * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar)
@@ -72,7 +84,7 @@ def ddpm_sample(
     variance: str = "fixedlarge",
     spacing: str = "linspace",
     timesteps: Sequence[int] | Tensor | None = None,
-    clip_denoised: bool = False,
+    clip_denoised: bool = True,
     generator: torch.Generator | None = None,
     progress: bool = False,
     device: torch.device | str | None = None,
@@ -89,7 +101,8 @@ def ddpm_sample(
         variance: ``"fixedlarge"`` (sigma^2 = beta, DDPM's and SDDPM's choice) or
             ``"fixedsmall"`` (sigma^2 = posterior beta tilde).
         timesteps: explicit trajectory (distinct ints in ``0..N-1``); overrides steps/spacing.
-        clip_denoised: clamp the predicted ``x0`` to ``[-1, 1]`` at each step (images).
+        clip_denoised: clamp the predicted ``x0`` to ``[-1, 1]`` at each step (default, as
+            SDDPM's sampler does for images in [-1, 1]; ``False`` keeps it unclamped).
         generator: drives all noise (initial and per-step); must live on the samples' device.
         progress: show a progress bar.
 

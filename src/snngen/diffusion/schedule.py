@@ -31,7 +31,8 @@ from snngen.diffusion._common import expand_to, randn_like
 from snngen.errors import ConfigError
 
 SCHEDULES = ("linear", "cosine")
-SPACINGS = ("uniform", "linear", "leading", "quadratic", "quad", "linspace", "trailing")
+SPACINGS = ("uniform", "linear", "leading", "quadratic", "quad", "linspace", "trailing", "sddpm",
+            "analytic-dpm")
 
 
 def linear_betas(num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
@@ -241,7 +242,7 @@ class NoiseSchedule:
 
         ``t`` uniform in ``0..N-1`` and ``eps`` standard normal, both drawn from ``generator``
         (which must live on ``x0``'s device); ``model(x_t [B, ...], t [B] long) -> [B, ...]``.
-        Returns a scalar (mean over all elements).
+        Returns a scalar (mean over all elements; float32, or float64 for float64 inputs).
         """
         t = self.sample_timesteps(x0.shape[0], device=x0.device, generator=generator)
         noise = randn_like(x0, generator)
@@ -251,7 +252,8 @@ class NoiseSchedule:
                 f"the model must return eps shaped like x0 {tuple(x0.shape)}, "
                 f"got {tuple(pred.shape)}"
             )
-        return torch.mean((pred.float() - noise.float()) ** 2)
+        dtype = torch.promote_types(pred.dtype, torch.float32)  # half -> float32; float64 kept
+        return torch.mean((pred.to(dtype) - noise.to(dtype)) ** 2)
 
 
 def discrete_timesteps(num_train_steps: int, steps: int, spacing: str = "uniform") -> list[int]:
@@ -265,7 +267,14 @@ def discrete_timesteps(num_train_steps: int, steps: int, spacing: str = "uniform
       "quadratic"); repeated values are pushed up by one so the ``S`` steps stay distinct;
     * ``"linspace"``: ``round(linspace(0, N-1, S))``, both ends included (improved DDPM's
       respacing, Analytic-DPM's DDPM trajectories);
-    * ``"trailing"``: ``round(N - i N / S) - 1`` for ``i < S``, starts at ``N-1`` (diffusers).
+    * ``"trailing"``: ``round(N - i N / S) - 1`` for ``i < S``, starts at ``N-1`` (diffusers);
+    * ``"sddpm"``: SDDPM's DDIM grid ``int(N - 1 - i N / S)`` for ``i < S`` (999, 979, .., 19
+      for 50 of 1000 steps), without the step 0 that the original's grid ends on (its sampler
+      stops there without a network call, see :func:`snngen.diffusion.ddim.ddim_sample`'s
+      ``end_step``); for ``S > N / 2`` the grid reaches 0 itself, so there are ``S - 1`` steps;
+    * ``"analytic-dpm"``: Analytic-DPM's ``linear`` steps, ``round(1 + k (N-1)/(S-1))`` with the
+      stride summed in floating point, minus one (their steps count from 1): ``"linspace"``
+      except where a value falls on a half (Python rounds halves to even).
     """
     if spacing not in SPACINGS:
         raise ConfigError(f"unknown timestep spacing {spacing!r}; choose one of {SPACINGS}")
@@ -288,6 +297,14 @@ def discrete_timesteps(num_train_steps: int, steps: int, spacing: str = "uniform
             )
     elif spacing == "linspace":
         seq = [int(v) for v in np.round(np.linspace(0, n - 1, s))]
+    elif spacing == "sddpm":
+        seq = [max(int(n - 1 - n / s * i), 0) for i in range(s)]
+        seq = [v for v in seq if v > 0] or [0]
+    elif spacing == "analytic-dpm":
+        seq, index, stride = [], 1.0, (n - 1) / max(s - 1, 1)
+        for _ in range(s):
+            seq.append(round(index) - 1)
+            index += stride
     else:  # trailing
         seq = sorted(int(v) for v in np.round(np.arange(n, 0, -n / s))[:s] - 1)
     return sorted(set(seq), reverse=True)

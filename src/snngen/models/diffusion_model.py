@@ -15,21 +15,33 @@ samplers of :mod:`snngen.diffusion` (``ddpm``, ``ddim``, ``analytic-dpm``, ``dpm
 returns images in [0, 1] (clamped). ``threshold_scale`` (config default 1.0, or per call) is the
 threshold-guided strategy: every neuron's threshold is multiplied by it while sampling only.
 
-Analytic-DPM needs ``Gamma_n = E ||eps(x_n, n)||^2 / d`` over the data. The model keeps the first
-``gamma_images`` training images it sees in a buffer (saved in checkpoints) and estimates
-``Gamma`` on the sampler's trajectory from them at the first analytic-dpm call (cached per
-trajectory; a fixed seed, so the sample stream does not depend on the cache).
+Sampling follows SDDPM's code by default: the predicted ``x0`` is clamped to [-1, 1] at every
+DDPM and DDIM step, and DDIM runs on SDDPM's grid (999, 979, .., 19, then to step 0);
+``solver_options: {clip_denoised: false}`` / ``{spacing: uniform}`` give the unclamped DDIM of
+the DDIM paper. Analytic-DPM follows baofff/Analytic-DPM: the variance clipped to the data
+range [-1, 1] (Theorem 2), the clamped-x0 posterior mean, the last noisy step's sigma clipped
+(``clip_sigma_steps: 1``, as its CIFAR-10 runs).
+
+Analytic-DPM needs ``Gamma_n = E ||eps(x_n, n)||^2 / d`` over the data; the reference estimates
+it on the full training set. :meth:`DiffusionModel.set_gamma_data` attaches the training set
+(``snngen sample`` / ``eval`` do it for you); ``Gamma`` is then estimated on the sampler's
+trajectory from all of it, or from its first ``gamma_images`` images when that is set, at the
+first analytic-dpm call (cached per trajectory; a fixed seed, so the sample stream does not
+depend on the cache). Without an attached set, the model falls back to the first
+``gamma_images`` (256 when unset) training images it saw, kept in a buffer saved in
+checkpoints.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
 from snngen.diffusion import NoiseSchedule, estimate_gamma
 from snngen.diffusion import sample as run_sampler
@@ -41,6 +53,11 @@ from snngen.models.unet import ANN_ACTIVATIONS, SDDPM_IF, SpikingUNet, UNetConfi
 __all__ = ["DDPMConfig", "DiffusionModel", "SDDPMConfig"]
 
 SOLVERS = ("ddpm", "ddim", "analytic-dpm", "dpm-solver")
+#: images remembered from training for Gamma when no training set is attached and
+#: ``gamma_images`` is unset
+GAMMA_MEMORY = 256
+#: Analytic-DPM's defaults in the model (the reference's CIFAR-10 runs: clip_sigma_idx 1)
+ANALYTIC_DEFAULTS: dict[str, Any] = {"clip_sigma_steps": 1}
 
 
 @dataclass
@@ -68,7 +85,7 @@ class SDDPMConfig:
     sample_steps: int | None = None  # None: the solver's default (DDPM: all diffusion_steps)
     solver_options: dict[str, Any] = field(default_factory=dict)
     threshold_scale: float = 1.0
-    gamma_images: int = 256
+    gamma_images: int | None = None  # Analytic-DPM's Gamma: None = the whole training set
     # weight inheritance (SDM): a run folder or checkpoint of a plain model to start from
     init_from: str | None = None
 
@@ -79,6 +96,8 @@ class SDDPMConfig:
             raise ValueError(f"threshold_scale must be > 0, got {self.threshold_scale}")
         if self.diffusion_steps < 2:
             raise ValueError(f"diffusion_steps must be >= 2, got {self.diffusion_steps}")
+        if self.gamma_images is not None and self.gamma_images < 1:
+            raise ValueError(f"gamma_images must be >= 1 or null (all), got {self.gamma_images}")
 
 
 @dataclass
@@ -130,10 +149,12 @@ class DiffusionModel(GenerativeModel):
                 f"{self.unet.downsample_factor} for ch_mult {cfg.ch_mult}"
             )
         self.schedule = make_schedule(cfg)
-        shape = (cfg.gamma_images, info.channels, info.image_size, info.image_size)
+        memory = cfg.gamma_images or GAMMA_MEMORY
+        shape = (memory, info.channels, info.image_size, info.image_size)
         self.register_buffer("gamma_data", torch.zeros(shape))
         self.register_buffer("gamma_filled", torch.zeros((), dtype=torch.long))
         self._gamma_cache: dict[tuple, Tensor] = {}
+        self._gamma_source: Any = None
         self.inheritance = None
         if cfg.init_from:
             from snngen.models.inherit import inherit_weights
@@ -153,9 +174,39 @@ class DiffusionModel(GenerativeModel):
         loss = self.schedule.eps_loss(self.unet, x0)
         return {"loss": loss}
 
+    def set_gamma_data(self, data: Tensor | Iterable | Callable[[], Any] | None) -> None:
+        """Attach the training set for Analytic-DPM's Gamma: a tensor ``[M, C, H, W]``, a
+        dataset of ``(image, label)`` items or a loader of batches, images in [0, 1] (or a
+        callable returning one, opened only when Gamma is needed). ``None`` detaches it."""
+        self._gamma_source = data
+        self._gamma_cache.clear()
+
+    def _gamma_batches(self) -> Iterator[Tensor]:
+        """Batches ``[b, C, H, W]`` in [-1, 1] to estimate Gamma on (at most ``gamma_images``)."""
+        cap = self.cfg.gamma_images
+        if self._gamma_source is None:
+            n = int(self.gamma_filled)
+            yield from self.gamma_data[: n if cap is None else min(n, cap)].split(64)
+            return
+        data = self._gamma_source
+        data = data() if callable(data) and not isinstance(data, (Tensor, Dataset)) else data
+        if isinstance(data, Dataset):
+            data = DataLoader(data, batch_size=64, shuffle=False)
+        elif isinstance(data, Tensor):
+            data = data.split(64)
+        seen = 0
+        for batch in data:
+            x = batch[0] if isinstance(batch, (list, tuple)) else batch
+            if cap is not None:
+                x = x[: cap - seen]
+            if x.shape[0] == 0:
+                return
+            seen += x.shape[0]
+            yield x.to(self.gamma_data.device, self.gamma_data.dtype) * 2 - 1
+
     @torch.no_grad()
     def _remember(self, x0: Tensor) -> None:
-        """Keep the first ``gamma_images`` training images (for Analytic-DPM's Gamma)."""
+        """Keep the first training images (Gamma's fall-back without an attached set)."""
         self._gamma_cache.clear()
         k = int(self.gamma_filled)
         take = min(self.gamma_data.shape[0] - k, x0.shape[0])
@@ -166,23 +217,20 @@ class DiffusionModel(GenerativeModel):
     # ------------------------------------------------------------------ sampling
     def _gamma(self, steps: int | None, options: dict, scale: float) -> Tensor:
         """Analytic-DPM's Gamma on the trajectory of ``steps`` (cached; eval mode)."""
-        trajectory = options.get("trajectory", "ddpm")
-        spacing = options.get("spacing") or ("linspace" if trajectory == "ddpm" else "uniform")
+        spacing = options.get("spacing") or "analytic-dpm"
         steps = 50 if steps is None else steps
         timesteps = options.get("timesteps")
         key = (steps, spacing, None if timesteps is None else tuple(timesteps), scale)
         if key not in self._gamma_cache:
-            n = int(self.gamma_filled)
-            if n == 0:
+            if self._gamma_source is None and int(self.gamma_filled) == 0:
                 raise ConfigError(
                     "analytic-dpm needs training images to estimate Gamma; this model has seen "
-                    "none (train it first, or pass gamma=... to sample)"
+                    "none (attach them with set_gamma_data, or pass gamma=... to sample)"
                 )
             taus = sampling_timesteps(self.schedule, steps, spacing, timesteps)
             gen = torch.Generator(device=self.gamma_data.device).manual_seed(0)
             self._gamma_cache[key] = estimate_gamma(
-                self.unet, self.schedule, self.gamma_data[:n], timesteps=taus,
-                batch_size=64, generator=gen,
+                self.unet, self.schedule, self._gamma_batches(), timesteps=taus, generator=gen,
             )
         return self._gamma_cache[key]
 
@@ -195,6 +243,7 @@ class DiffusionModel(GenerativeModel):
         solver: str | None = None,
         steps: int | None = None,
         threshold_scale: float | None = None,
+        noise: Tensor | None = None,
         **options: Any,
     ) -> Tensor:
         """Draw ``n`` images ``[n, C, H, W]`` in [0, 1].
@@ -202,20 +251,23 @@ class DiffusionModel(GenerativeModel):
         ``solver``: ``ddpm`` | ``ddim`` | ``analytic-dpm`` | ``dpm-solver`` (default: the
         config's); ``steps``: network calls (default: the config's ``sample_steps``, else the
         solver's default); ``threshold_scale``: threshold-guided sampling factor (default: the
-        config's); ``options``: passed to the sampler on top of ``solver_options`` (e.g.
-        ``eta``, ``order``, ``method``, ``spacing``).
+        config's); ``noise``: a fixed starting point ``x_T`` ``[n, C, H, W]`` (default: drawn
+        from ``generator``); ``options``: passed to the sampler on top of ``solver_options``
+        (e.g. ``eta``, ``order``, ``method``, ``spacing``, ``clip_denoised``).
         """
         solver = (solver or self.cfg.solver).strip().lower().replace("_", "-")
         steps = self.cfg.sample_steps if steps is None else steps
-        opts = {**self.cfg.solver_options, **options}
+        opts = self._options(solver, options)
         scale = self.cfg.threshold_scale if threshold_scale is None else threshold_scale
         with self._sampling_mode(scale):
             if solver == "analytic-dpm" and "gamma" not in opts and "data" not in opts:
                 opts["gamma"] = self._gamma(steps, opts, scale)
             device = generator.device if generator is not None else self.gamma_data.device
             shape = (n, self.info.channels, self.info.image_size, self.info.image_size)
-            x = run_sampler(solver, self.unet, self.schedule, shape, steps,
-                            generator=generator, device=device, **opts)
+            if noise is not None and tuple(noise.shape) != shape:
+                raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
+            x = run_sampler(solver, self.unet, self.schedule, shape if noise is None else noise,
+                            steps, generator=generator, device=device, **opts)
         return ((x.clamp(-1, 1) + 1) / 2).float()
 
     @torch.no_grad()
@@ -230,10 +282,15 @@ class DiffusionModel(GenerativeModel):
         trajectory.
         """
         steps = self.cfg.sample_steps if steps is None else steps
-        opts = {**self.cfg.solver_options, **options}
+        opts = self._options("analytic-dpm", options)
         scale = self.cfg.threshold_scale if threshold_scale is None else threshold_scale
         with self._sampling_mode(scale):
             return self._gamma(steps, opts, scale)
+
+    def _options(self, solver: str, options: dict[str, Any]) -> dict[str, Any]:
+        """The sampler options: the solver's model defaults < ``solver_options`` < ``options``."""
+        defaults = ANALYTIC_DEFAULTS if solver == "analytic-dpm" else {}
+        return {**defaults, **self.cfg.solver_options, **options}
 
     @contextmanager
     def _sampling_mode(self, threshold_scale: float) -> Iterator[None]:

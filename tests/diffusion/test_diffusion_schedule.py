@@ -130,3 +130,17 @@ def test_explicit_timesteps_are_validated(schedule):
     for bad in ([], [3, 3], [-1, 5], [1000]):
         with pytest.raises(ValueError):
             check_timesteps(schedule, bad)
+
+
+def test_schedule_bounds_are_exact():
+    """betas must lie strictly inside (0, 1); alpha_bar is defined for n in -1..N-1 with
+    alpha_bar_{-1} = 1 (the boundary values themselves, not just far-off ones)."""
+    for bad in ([0.1, 1.0], [0.0, 0.1]):
+        with pytest.raises(ValueError, match="strictly between 0 and 1"):
+            NoiseSchedule(bad)
+    s = NoiseSchedule([0.1, 0.2, 0.3])
+    assert s.alpha_bar(-1) == 1.0
+    assert s.alpha_bar(2) == pytest.approx(0.9 * 0.8 * 0.7)
+    for bad_n in (-2, 3):
+        with pytest.raises(ValueError, match="outside -1..2"):
+            s.alpha_bar(bad_n)

@@ -15,7 +15,12 @@ Every method runs forward and backward on the same ``[T, B, C, H, W]`` tensor (B
   (``backend='torch'`` where the installed version has that argument; in spikingjelly 2.x,
   whose CPU default is a fused op, the torch path is what a Python surrogate selects);
   ``spikingjelly 2.x CPU op``: its default CPU path, listed for information;
-* ``snntorch``: ``snntorch.Leaky`` (beta 0.5, subtract reset, atan) stepped over time.
+* ``snntorch``: ``snntorch.Leaky`` (beta 0.5, subtract reset, atan) stepped over time;
+* ``snngen triton`` and ``snngen triton (snntorch form)`` (``--device cuda`` only, when Triton
+  imports): the same neurons on the Triton kernels (``compile="triton"``).
+
+``--device cuda`` runs every method on the GPU (the C++ rows, CPU-only, are left out) and times
+wall clock around a ``torch.cuda.synchronize()``.
 
 Times are medians over repeats of this thread's CPU time (with one intra-op thread that is all
 the work, and unlike wall time it does not count time other processes hold the core; wall
@@ -36,7 +41,8 @@ Columns ``x fused`` / ``x cpp``: times slower than the eager / C++ fused kernel 
 row and the snnTorch-form rows against the matching snnTorch form).
 
 Usage: ``python benchmarks/neurons.py [--quick] [--threads N] [--malloc tuned|system]
-[--compile] [--no-cpp]``; prints a table and writes ``benchmarks/results/neurons.json``.
+[--compile] [--no-cpp] [--device cpu|cuda]``; prints a table and writes
+``benchmarks/results/neurons.json``.
 """
 
 from __future__ import annotations
@@ -134,6 +140,20 @@ def snntorch_methods() -> tuple[dict[str, Method], str | None]:
     return {"snntorch": run}, None
 
 
+def triton_methods(device: torch.device) -> tuple[dict[str, Method], str | None]:
+    """snngen's Triton kernels (CUDA only); ``(methods, skip message or None)``."""
+    if device.type != "cuda":
+        return {}, "snngen triton skipped: a CPU run (the Triton kernels run with --device cuda)"
+    try:
+        from snngen.spiking import triton_lif  # noqa: F401
+    except ImportError as err:
+        return {}, f"snngen triton skipped ({err}); install triton"
+    return {
+        "snngen triton": LIF(tau=2.0, compile="triton"),
+        "snngen triton (snntorch form)": LIF(beta=0.5, v_reset=None, compile="triton"),
+    }, None
+
+
 def cpp_methods() -> tuple[dict[str, Method], str | None, float]:
     """snngen's C++ backend (built here when missing); ``(methods, skip message, seconds)``."""
     start = time.perf_counter()
@@ -169,8 +189,12 @@ def fwd_bwd(method: Method, x0: Tensor, grad: Tensor) -> tuple[float, float]:
     time other processes hold the core.
     """
     x = x0.detach().requires_grad_()
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
     wall, cpu = time.perf_counter(), time.thread_time()
     method(x).backward(grad)
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
     return time.perf_counter() - wall, time.thread_time() - cpu
 
 
@@ -198,20 +222,21 @@ def spike_mismatch(a: Method, b: Method, x: Tensor) -> float:
 
 def run(
     steps: list[int], repeats: int, warmup: int, compile_too: bool, malloc: str, clock: str,
-    cpp_too: bool = True,
+    cpp_too: bool = True, device: torch.device | str = "cpu",
 ) -> dict:
     """Time every available method at every T; returns the JSON-able results.
 
     ``clock``: ``"cpu"`` (thread CPU time; ratios use it) or ``"wall"``.
     """
+    device = torch.device(device)
     methods = snngen_methods()
     skipped = []
-    for extra, message in (spikingjelly_methods(), snntorch_methods()):
+    for extra, message in (spikingjelly_methods(), snntorch_methods(), triton_methods(device)):
         methods.update(extra)
         if message:
             skipped.append(message)
     cpp_seconds = None
-    if cpp_too:
+    if cpp_too and device.type == "cpu":
         extra, message, cpp_seconds = cpp_methods()
         methods.update(extra)
         if message:
@@ -223,8 +248,8 @@ def run(
     gen = torch.Generator().manual_seed(0)
     rows = []
     for t in steps:
-        x0 = torch.randn(t, *SHAPE, generator=gen)
-        grad = torch.randn(t, *SHAPE, generator=gen)
+        x0 = torch.randn(t, *SHAPE, generator=gen).to(device)
+        grad = torch.randn(t, *SHAPE, generator=gen).to(device)
         for name, method in methods.items():  # warm-up (and compile, where asked)
             start = time.perf_counter()
             for _ in range(warmup):
@@ -264,7 +289,7 @@ def run(
                 "saved_vs_reference": memory[name] / memory["snngen reference"],
             })
     checks = {}
-    x = torch.randn(8, 4, 8, 8, 8, generator=gen) * 1.5
+    x = (torch.randn(8, 4, 8, 8, 8, generator=gen) * 1.5).to(device)
     if "spikingjelly torch" in methods:
         checks["spike mismatch fused vs spikingjelly"] = spike_mismatch(
             methods["snngen fused"], methods["spikingjelly torch"], x
@@ -286,6 +311,7 @@ def run(
             "malloc": malloc,
             "clock": clock,
             "torch": torch.__version__,
+            "device": str(device),
             "machine": platform.processor() or platform.machine(),
             "peers": _versions(),
             "memory": "bytes autograd saves between forward and backward (unique storages)",
@@ -316,7 +342,7 @@ def print_table(result: dict) -> None:
     print(
         f"LIF forward+backward, x = [T, {', '.join(map(str, SHAPE))}], median of "
         f"{cfg['repeats']} repeats, {cfg['threads']} thread(s), malloc {cfg['malloc']}, "
-        f"torch {cfg['torch']}"
+        f"torch {cfg['torch']}, device {cfg.get('device', 'cpu')}"
     )
     print(
         f"ms = median {cfg['clock']} time of forward+backward (cpu: this thread's CPU time, "
@@ -375,6 +401,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--no-cpp", action="store_true", help="skip the C++ backend (which is built if missing)"
     )
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu",
+        help="where to run (cuda: adds the Triton rows, drops the C++ ones; wall clock)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -382,10 +412,12 @@ def main(argv: list[str] | None = None) -> dict:
     if malloc == "tuned" and not keep_freed_memory():
         malloc = "system (mallopt unavailable)"
     steps, repeats = ([8], 5) if args.quick else (args.steps, args.repeats)
-    clock = args.clock or ("cpu" if args.threads == 1 else "wall")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device")
+    clock = args.clock or ("cpu" if args.threads == 1 and args.device == "cpu" else "wall")
     result = run(
         steps, repeats, warmup=2, compile_too=args.compile, malloc=malloc, clock=clock,
-        cpp_too=not args.no_cpp,
+        cpp_too=not args.no_cpp, device=args.device,
     )
     print_table(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)

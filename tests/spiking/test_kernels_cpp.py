@@ -142,7 +142,7 @@ def test_cpp_switch_parsing(monkeypatch):
     assert kernels.parse_compile(None) == "cpp"
     assert kernels.parse_compile(" CPP ") == "cpp"
     assert kernels._resolve_compile("cpp", torch.device("cpu")) == (False, True)
-    with pytest.raises(ValueError, match="auto, 1 \\(true\\), 0 \\(false\\) or cpp, got 'c'"):
+    with pytest.raises(ValueError, match="0 \\(false\\), cpp or triton, got 'c'"):
         kernels.parse_compile("c")
 
 

@@ -38,7 +38,7 @@ Both implementations call the same step primitives (:func:`_reset`, :func:`_char
 Compilation
 -----------
 ``compile`` (argument, or the environment variable ``SNNGEN_COMPILE`` when the argument is
-``None``) is ``"auto"`` (default), ``"cpp"``, ``True`` / ``1`` or ``False`` / ``0``:
+``None``) is ``"auto"`` (default), ``"cpp"``, ``"triton"``, ``True`` / ``1`` or ``False`` / ``0``:
 
 * ``"cpp"``: the compiled C++ CPU backend of :mod:`snngen.spiking._lif_cpp`, which runs the
   whole time loop per element in one pass (forward: read ``x``, write spikes and ``h``;
@@ -52,10 +52,20 @@ Compilation
   :func:`lif_reference` (it performs the same fused multiply-adds ATen performs), its gradients
   agree to rounding.
   Measured (``benchmarks/neurons.py``, 1 thread, T=8, 32x64x16x16): see benchmarks/README.md.
+* ``"triton"``: the Triton kernels of :mod:`snngen.spiking.triton_lif` (CUDA tensors; CPU
+  tensors only under Triton's interpreter, ``TRITON_INTERPRET=1``), one program per block of
+  elements running the whole time loop, for float32, bfloat16 and float16 inputs (float32
+  state), every form, reset, ``detach_reset``, ``strict_threshold``, the built-in surrogates
+  and a learnable decay (read on the host once per call: a tensor decay on the GPU costs a
+  synchronisation). Spikes and membranes are bit-identical to :func:`lif_reference` on
+  float32 inputs; a bfloat16 / float16 input gives the float32 result's spikes and its
+  membrane rounded to the input dtype. Where they cannot run (no Triton, another device or
+  dtype, a surrogate subclass), the eager loops do, with one warning per reason.
 * ``"auto"``: on CPU, the C++ backend **if it is already built** (found in the extensions
   cache, or loaded in this process), else the eager fused loops; ``auto`` never starts a
-  build, so a first call never blocks for a minute unexpectedly. On CUDA it compiles with
-  ``torch.compile`` when Triton is available.
+  build, so a first call never blocks for a minute unexpectedly. On CUDA, the Triton kernels
+  when Triton imports (else, or where they do not apply, ``torch.compile`` when Triton is
+  available, else the eager loops).
 * ``True``: ``torch.compile`` the per-step bodies (below). ``False``: the eager fused loops.
 
 ``torch.compile`` on CPU is opt-in: measured on a 2-core CPU (torch 2.13, T=8, 32x64x16x16,
@@ -441,10 +451,11 @@ def _backward_loop(
 
 
 def parse_compile(value: bool | str | None) -> bool | str:
-    """Normalise a compile switch to ``True``, ``False``, ``"auto"`` or ``"cpp"``.
+    """Normalise a compile switch to ``True``, ``False``, ``"auto"``, ``"cpp"`` or ``"triton"``.
 
     ``None`` reads ``SNNGEN_COMPILE`` (unset: ``"auto"``); strings ``1/true/on/yes``,
-    ``0/false/off/no``, ``auto`` and ``cpp`` are accepted. Raises ``ValueError`` otherwise.
+    ``0/false/off/no``, ``auto``, ``cpp`` and ``triton`` are accepted. Raises ``ValueError``
+    otherwise.
     """
     if value is None:
         value = os.environ.get(COMPILE_ENV, "auto")
@@ -457,28 +468,28 @@ def parse_compile(value: bool | str | None) -> bool | str:
         return True
     if key in ("auto", ""):
         return "auto"
-    if key == "cpp":
-        return "cpp"
+    if key in ("cpp", "triton"):
+        return key
     raise ValueError(
-        f"compile / {COMPILE_ENV} must be auto, 1 (true), 0 (false) or cpp, got {value!r}"
+        f"compile / {COMPILE_ENV} must be auto, 1 (true), 0 (false), cpp or triton, got {value!r}"
     )
 
 
 def _resolve_compile(compile: bool | str | None, device: torch.device) -> tuple[bool, bool]:
     """Return ``(torch.compile?, explicit)`` from the argument or ``SNNGEN_COMPILE``.
 
-    ``"cpp"`` never uses ``torch.compile`` (where the C++ backend cannot run, the eager loops
-    do); see :func:`_use_cpp` for the C++ backend itself.
+    ``"cpp"`` / ``"triton"`` never use ``torch.compile`` (where their backend cannot run, the
+    eager loops do); see :func:`_use_cpp` / :func:`_use_triton` for those backends.
     """
     value = parse_compile(compile)
     if value == "auto":
         return device.type == "cuda" and _has_triton(), False
-    if value == "cpp":
+    if value in ("cpp", "triton"):
         return False, True
     return bool(value), True
 
 
-_CPP_WARNED: set[str] = set()  # reasons already warned about (one warning each)
+_CPP_WARNED: set[str] = set()  # reasons already warned about, C++ and Triton (one each)
 
 
 def _use_cpp(value: bool | str, x: Tensor, spec: NeuronSpec) -> bool:
@@ -511,6 +522,43 @@ def _use_cpp(value: bool | str, x: Tensor, spec: NeuronSpec) -> bool:
     else:
         _log.debug(message)
     return False
+
+
+def _use_triton(value: bool | str, x: Tensor, spec: NeuronSpec) -> bool:
+    """Whether to run the Triton kernels for the parsed switch ``value`` and input ``x`` [T, N].
+
+    ``"triton"`` warns once per reason they cannot run; ``"auto"`` uses them for CUDA inputs
+    when Triton imports, silently otherwise (and never imports Triton for a CPU input).
+    """
+    if value not in ("triton", "auto") or torch.compiler.is_compiling():
+        return False
+    explicit = value == "triton"
+    if not explicit and (x.device.type != "cuda" or not _has_triton()):
+        return False
+    module = _triton_lif()
+    if isinstance(module, str):
+        reason = f"Triton is not available ({module})"
+    else:
+        reason = module.unsupported(x, spec)
+    if reason is None:
+        return True
+    message = f"snngen: {reason}; using the eager fused LIF loops"
+    if explicit and reason not in _CPP_WARNED:
+        _CPP_WARNED.add(reason)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+    else:
+        _log.debug(message)
+    return False
+
+
+@functools.lru_cache(maxsize=1)
+def _triton_lif() -> types.ModuleType | str:
+    """:mod:`snngen.spiking.triton_lif` (imported on first use), or why it cannot be imported."""
+    try:
+        from snngen.spiking import triton_lif
+    except Exception as err:  # no triton, or one this code does not run on
+        return f"{type(err).__name__}: {err}"
+    return triton_lif
 
 
 @functools.lru_cache(maxsize=1)
@@ -636,15 +684,39 @@ class _CppLIF(torch.autograd.Function):
         return *_input_grads(ctx, grad_x, grad_k), None
 
 
+class _TritonLIF(torch.autograd.Function):
+    """The Triton kernels as one autograd node; saves the float32 ``h`` (and ``x`` if needed)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, decay: Tensor | float, spec: NeuronSpec):  # type: ignore[override]
+        k = decay.detach() if isinstance(decay, Tensor) else decay
+        spikes, h, mem = _triton_lif().forward(x, k, spec)
+        _save_for_backward(ctx, x, decay, spec, h)
+        ctx.k, ctx.x_dtype = float(k), x.dtype
+        return spikes, mem
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_s: Tensor | None, grad_h: Tensor | None):  # type: ignore[override]
+        if grad_s is None and grad_h is None:
+            return None, None, None
+        h, x = ctx.saved_tensors
+        a, b = _coefficients(ctx.spec, ctx.k)
+        grad_x, grad_k = _triton_lif().backward(
+            h, x, ctx.k, a, b, grad_s, grad_h, ctx.spec, ctx.need_k, ctx.x_dtype
+        )
+        return *_input_grads(ctx, grad_x, grad_k), None
+
+
 def lif_fused(
     x: Tensor, decay: Tensor | float, spec: NeuronSpec, *, compile: bool | str | None = None
 ) -> tuple[Tensor, Tensor]:
     """Fused multi-step LIF: same contract, spikes and membranes as :func:`lif_reference`.
 
     ``x`` [T, B, ...]; ``decay`` a float or a 0-dim tensor (learnable: its gradient is
-    returned). ``compile``: ``"auto"`` / ``"cpp"`` / ``True`` / ``False``, or ``None`` to read
-    ``SNNGEN_COMPILE`` (see the module docstring). Returns ``(spikes, membrane)``, both shaped
-    like ``x``.
+    returned). ``compile``: ``"auto"`` / ``"cpp"`` / ``"triton"`` / ``True`` / ``False``, or
+    ``None`` to read ``SNNGEN_COMPILE`` (see the module docstring). Returns ``(spikes,
+    membrane)``, both shaped like ``x``.
     """
     check_multistep_input(x)
     _check_decay(decay)
@@ -652,6 +724,8 @@ def lif_fused(
     value = parse_compile(compile)
     if _use_cpp(value, flat, spec):
         spikes, h = _CppLIF.apply(flat, decay, spec)
+    elif _use_triton(value, flat, spec):
+        spikes, h = _TritonLIF.apply(flat, decay, spec)
     else:
         spikes, h = _FusedLIF.apply(flat, decay, spec, _resolve_compile(value, x.device))
     return spikes.view(x.shape), h.view(x.shape)

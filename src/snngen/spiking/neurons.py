@@ -27,9 +27,10 @@ class MultiStepNeuron(nn.Module):
     ``forward(x)`` returns spikes ``[T, ...]``, or ``(spikes, membrane)`` when
     ``return_membrane=True`` (membrane = charge before reset, same shape).
     ``backend``: ``"fused"`` (default; hand-written BPTT) or ``"reference"`` (plain autograd).
-    ``compile``: for the fused backend, ``"auto"`` / ``True`` / ``False``, or ``None`` (default)
-    to follow the ``SNNGEN_COMPILE`` environment variable (see :mod:`snngen.spiking.kernels`;
-    ``auto`` runs eagerly on CPU).
+    ``compile``: for the fused backend, ``"auto"`` / ``"cpp"`` / ``"triton"`` / ``True`` /
+    ``False``, or ``None`` (default) to follow the ``SNNGEN_COMPILE`` environment variable (see
+    :mod:`snngen.spiking.kernels`; ``auto`` runs the C++ kernel on CPU when it is built, else
+    the eager loops, and the Triton kernels on CUDA when Triton imports).
     """
 
     def __init__(

@@ -5,9 +5,9 @@ Loads a trained ``ddpm`` run (the ReLU twin of the spiking U-Net, e.g. from
 (``x_t`` at uniform random diffusion times), converts, and reports for T in {4, 8, 16, 32}
 the relative L2 error of every layer's spike rate against the ReLU output and of the predicted
 noise against the ANN's. With ``--samples N`` it also samples N images from the ANN and from the
-converted SNN at each T (same noise, ``--solver`` / ``--steps``) and gives FID/KID on the
-in-package classifier against the ANN's own samples and the test images. Prints tables and
-writes JSON to ``benchmarks/results/``.
+converted SNN at each T (same noise, ``--solver`` / ``--steps``) and gives FID/KID under the
+snngen metric protocol (its 32-px classifier) against the ANN's own samples and the test split.
+Prints tables and writes JSON to ``benchmarks/results/``.
 
     python benchmarks/diffusion_conversion.py runs/ddpm_mnist5k_small
     python benchmarks/diffusion_conversion.py runs/ddpm_mnist5k_small --samples 500 --steps 20
@@ -164,17 +164,18 @@ def sample_table(args, model, ann, snn, snn_steps, dataset, size, cfg) -> list[d
     shape = (args.samples, model.info.channels, size, size)
     noise = torch.randn(shape, generator=gen)
     try:
-        from snngen.metrics import extract_features, feature_network, fid, kid
+        from snngen.metrics import extract_features, fid, kid
     except ImportError as err:
         print(f"note: snngen.metrics not usable ({err}); sampling throughput only")
         extract_features = None
     rows = []
     sets = [("ANN", ann, None)] + [(f"SNN T={s}", snn, s) for s in snn_steps]
     feats = {}
-    if extract_features is not None:
-        net = feature_network("classifier", dataset=dataset)
-        real = images(dataset, "test", args.samples, size, cfg)
-        feats["test"] = extract_features(real, net, progress=False)
+    if extract_features is not None:  # the snngen protocol: snngen eval's network and scale
+        from snngen.metrics.protocols import DataSource, protocol_reference
+
+        source = DataSource.of(cfg.data) if cfg is not None else DataSource(dataset)
+        net, _, feats["test"] = protocol_reference("snngen", source, progress=False)
     for label, eps_model, steps_t in sets:
         if steps_t is not None:
             snn.timesteps = steps_t

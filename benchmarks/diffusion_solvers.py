@@ -3,7 +3,8 @@
 For each solver (DDPM, DDIM, Analytic-DPM, DPM-Solver) at 10, 20, 50 and the full number of
 diffusion steps, draw ``--n`` samples (default 1,000) from the same seeds, time them (images per
 second; Analytic-DPM's one-off Gamma estimate is timed apart as ``setup_s``) and score them with
-FID and KID on the in-package classifier's features against the run's test images. Prints a
+FID and KID under the ``snngen`` metric protocol (the 32-px in-package classifier and its cached
+reference set, the scale ``snngen eval`` reports on) against the run's test split. Prints a
 table and writes JSON to ``benchmarks/results/``.
 
     python benchmarks/diffusion_solvers.py runs/sddpm_mnist5k_small
@@ -119,17 +120,20 @@ def reference_images(dataset: str, cfg, n: int, split: str, image_size: int) -> 
 class Scorer:
     """FID/KID of sample sets against one reference set (features of it computed once)."""
 
-    def __init__(self, real: Tensor, dataset: str, quick: bool) -> None:
-        from snngen.metrics import ClassifierNet, extract_features, feature_network
+    def __init__(self, real: Tensor, dataset: str, quick: bool, cfg=None, split: str = "test"):
+        from snngen.metrics import ClassifierNet, extract_features
+        from snngen.metrics.protocols import DataSource, protocol_reference
 
+        self.extract = extract_features
         if quick:  # an untrained network: exercises the code, trains nothing
             torch.manual_seed(0)
             self.net = ClassifierNet(in_channels=real.shape[1], image_size=32).eval()
-        else:
-            self.net = feature_network("classifier", dataset=dataset)
-        self.extract = extract_features
-        self.real = extract_features(real, self.net, progress=False)
-        self.n_real = real.shape[0]
+            self.real = extract_features(real, self.net, progress=False)
+        else:  # snngen eval's scale: the snngen protocol's network and (cached) reference set
+            source = DataSource.of(cfg.data) if cfg is not None else DataSource(dataset)
+            self.net, _, self.real = protocol_reference("snngen", source, split=split,
+                                                        progress=False)
+        self.n_real = self.real.n
 
     def __call__(self, fake: Tensor) -> dict:
         from snngen.metrics import fid, kid
@@ -140,11 +144,13 @@ class Scorer:
         return {"fid": fid(f_fake, self.real).value, "kid": k.value, "kid_std": k.std}
 
 
-def make_scorer(real: Tensor | None, dataset: str, quick: bool) -> Scorer | None:
+def make_scorer(
+    real: Tensor | None, dataset: str, quick: bool, cfg=None, split: str = "test"
+) -> Scorer | None:
     if real is None:
         return None
     try:
-        return Scorer(real, dataset, quick)
+        return Scorer(real, dataset, quick, cfg, split)
     except ImportError as err:
         print(f"note: snngen.metrics is not usable ({err}); throughput only", file=sys.stderr)
         return None
@@ -195,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--solvers", default=",".join(SOLVERS), help="comma list of solvers")
     p.add_argument("--batch-size", type=int, default=250, help="images per sampling batch")
     p.add_argument("--reference", default="test", choices=["test", "train"],
-                   help="split whose first n images are the FID/KID reference (default test)")
+                   help="reference split of the snngen protocol (default test; --quick: its "
+                   "first n images)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (same for every cell)")
     p.add_argument("--no-metrics", action="store_true", help="throughput only")
@@ -221,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     scorer = None
     if not args.no_metrics:
         real = reference_images(dataset, cfg, n, args.reference, model.info.image_size)
-        scorer = make_scorer(real, dataset, args.quick)
+        scorer = make_scorer(real, dataset, args.quick, cfg, args.reference)
 
     print(f"{name}: {model.name}, T={model.unet.cfg.timesteps}, {full} diffusion steps, "
           f"n={n}, threads={torch.get_num_threads()}", flush=True)  # fmt: skip

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+import os
+
+# Triton reads TRITON_INTERPRET when it is first imported and launched; any test (or library
+# code such as torch.compile) may import it first, so on a machine without CUDA the whole session
+# runs Triton kernels in its CPU interpreter (tests/spiking/test_triton_kernels.py needs it).
+if not os.environ.get("CUDA_VISIBLE_DEVICES") and not os.path.exists("/dev/nvidia0"):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
 import torch
 from tiny_model import TinyAutoencoder, TinyConfig  # noqa: F401  (registers model "tiny")
 from torch.utils.data import TensorDataset

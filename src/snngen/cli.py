@@ -15,6 +15,9 @@ import typing
 from pathlib import Path
 
 from snngen.errors import SnngenError
+
+if typing.TYPE_CHECKING:
+    import torch
 from snngen.importers.run_folder import FAMILY_MODELS
 
 EPILOG_TRAIN = """examples:
@@ -28,10 +31,15 @@ EPILOG_SAMPLE = """examples:
   snngen sample runs/ddpm_mnist5k --n 16 --solver dpm-solver --steps 20 --out dpm20.png
   snngen sample runs/sae_mnist5k --n 50000 --batch-size 500 --out samples/   (one PNG each)
   snngen sample runs/sae_mnist5k --n 50000 --out samples.npy                 (one array)
+  snngen sample runs/ddpm_mnist5k --n 64 --device cuda:1
 """
 EPILOG_EVAL = """examples:
   snngen eval runs/sae_mnist5k --metrics fid,kid,is,pr --n 1000
   snngen eval runs/fsvae_mnist5k --metrics mse,fid --features inception --out eval.json
+  snngen eval runs/sddpm_cifar10 --protocol sddpm --metrics fid --ref-stats train_stats.npz
+  snngen eval runs/fsvae_cifar10 --protocol fsvae --metrics fid,is --inception-logits pt.pth
+  snngen eval runs/sddpm_cifar10 --protocol sddpm --device cuda --devices 4   (4 GPUs)
+samples go to RUN/samples/<protocol>/ in shards; run the same command again to resume
 """
 EPILOG_INFO = """examples:
   snngen info runs/sae_mnist5k
@@ -84,6 +92,23 @@ in the prior's config).
 """
 
 
+def add_device_options(p: argparse.ArgumentParser, *, shards: bool) -> None:
+    """``--device`` (and with ``shards``: ``--devices``, ``--shard-size``, ``--fresh``)."""
+    p.add_argument("--device", default="auto",
+                   help="auto (a GPU when present), cpu, cuda or cuda:N (default auto)")
+    if not shards:
+        return
+    p.add_argument("--devices", type=positive_int, default=1,
+                   help="processes drawing the samples' shards: GPUs 0..N-1 with a GPU "
+                   "--device, else CPU processes (default 1); the samples do not change")
+    p.add_argument("--shard-size", type=positive_int, default=None,
+                   help="samples per shard file in RUN/samples/<protocol>/ (default: the "
+                   "config's eval.shard_size, 1000); an interrupted eval resumes from the "
+                   "shards it finished")
+    p.add_argument("--fresh", action="store_true",
+                   help="delete the saved shards and draw all samples again")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``snngen`` command."""
     fmt = argparse.RawDescriptionHelpFormatter
@@ -129,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="threshold-guided sampling: scale every neuron threshold, > 0 (spiking diffusion)",
     )
+    add_device_options(p, shards=False)
 
     p = sub.add_parser(
         "eval", help="evaluate a trained run", epilog=EPILOG_EVAL, formatter_class=fmt
@@ -139,13 +165,23 @@ def build_parser() -> argparse.ArgumentParser:
         default="mse,fid,kid",
         help="comma list of mse,fid,kid,is,pr,aefd (aefd: FSVAE's autoencoder FD)",
     )
-    p.add_argument("--n", type=positive_int, default=1000, help="number of samples (default 1000)")
+    p.add_argument("--n", type=positive_int, default=None,
+                   help="number of samples (default: the protocol's, e.g. 1000 for snngen)")
     p.add_argument(
         "--features",
-        default="classifier",
+        default=None,
         choices=["classifier", "inception"],
-        help="feature network for fid/kid/is/pr (default classifier)",
+        help="feature network of the snngen protocol (default: its classifier where the "
+        "dataset has one, else inception); the paper protocols fix Inception",
     )
+    p.add_argument("--protocol", default=None, choices=["snngen", "sddpm", "fsvae", "tts_vqvae"],
+                   help="metric protocol: feature network, resize, sample count, reference split "
+                   "(default: the run's eval.protocol)")
+    p.add_argument("--ref-stats", default=None, metavar="FILE",
+                   help="FID against this pytorch-fid / clean-fid statistics .npz (mu, sigma)")
+    p.add_argument("--inception-logits", default=None, metavar="FILE",
+                   help="Inception logits state dict (fc.weight [1008, 2048]) for IS on Inception "
+                   "features (default $SNNGEN_INCEPTION_LOGITS)")
     p.add_argument("--seed", type=seed_int, default=0, help="generator seed (default 0)")
     p.add_argument("--out", default=None, help="JSON file (default RUN/metrics.json)")
     p.add_argument(
@@ -156,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sampling temperature >= 0 (priors)")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="samples drawn at once (default: the config's eval.batch_size)")
+    add_device_options(p, shards=True)
 
     p = sub.add_parser(
         "info",
@@ -231,21 +268,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     inheritance = getattr(lit.model, "inheritance", None)
     if inheritance is not None and lit.trainer.is_global_zero:
         print(f"weights from {lit.cfg.model.init_from}: {inheritance.summary()}")
-    if not lit.trainer.is_global_zero:
-        return 0
     from snngen.evaluation import finish_run
 
-    finish_run(run_dir, lit.eval_model, cfg, plan.test_set, fixed, evaluate=not args.no_eval)
-    print(f"run folder: {run_dir}")
+    # on the training accelerator (Lightning moved the model to the CPU when fit ended); every
+    # DDP rank draws its share of the evaluation's samples, rank 0 writes the files
+    trainer = lit.trainer
+    finish_run(run_dir, lit.eval_model.to(trainer.strategy.root_device), cfg, plan.test_set,
+               fixed, evaluate=not args.no_eval, rank=trainer.global_rank,
+               world=trainer.world_size)
+    if trainer.is_global_zero:
+        print(f"run folder: {run_dir}")
     return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from snngen.evaluation import sample_batches, sample_kwargs
+    from snngen.generation import resolve_device
     from snngen.runs import load_run
     from snngen.sample_files import plan_sample_output, write_sample_batches
 
+    device = resolve_device(args.device)
     run = load_run(args.run)
+    run.model.to(device)
     _attach_training_set(run)
     kwargs = sample_kwargs(
         run.model,
@@ -281,6 +325,7 @@ def _values_per_sample(info) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from snngen.evaluation import (
         METRICS,
+        SampleFolder,
         check_evaluation_request,
         evaluate_model,
         sample_kwargs,
@@ -294,8 +339,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     bad = [m for m in metrics if m not in known]
     if bad or not metrics:
         raise SnngenError(f"--metrics: unknown {bad or metrics}; choose from {sorted(known)}")
-    check_evaluation_request(metrics, args.n, args.features)
+    device = check_devices(args.device, args.devices)
     run = load_run(args.run)
+    protocol = args.protocol or run.cfg.eval.protocol
+    check_evaluation_request(metrics, args.n, args.features, protocol=protocol,
+                             dataset=run.cfg.data.name, ref_stats=args.ref_stats,
+                             inception_logits=args.inception_logits)
+    run.model.to(device)
     out = Path(args.out) if args.out else run.path / "metrics.json"
     check_writable_folder(out.parent, 1_000_000, what="--out")
     _, test_set = open_datasets(run.cfg)
@@ -306,11 +356,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     batch_size = args.batch_size or run.cfg.eval.batch_size
     result = evaluate_model(
         run.model, run.cfg, test_set, metrics, args.n, args.features, seed=args.seed,
-        batch_size=batch_size, **kwargs,
+        batch_size=batch_size, samples=SampleFolder(
+            run.path, args.devices, args.shard_size or run.cfg.eval.shard_size, args.fresh),
+        protocol=protocol, ref_stats=args.ref_stats, inception_logits=args.inception_logits,
+        **kwargs,
     )
     write_metrics(result, out)
     print(json.dumps(result, indent=2))
     return 0
+
+
+def check_devices(device: str, devices: int) -> torch.device:
+    """The ``--device`` to evaluate on, refusing ``--devices N`` beyond this machine's GPUs."""
+    import torch
+
+    from snngen.generation import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type == "cuda" and devices > torch.cuda.device_count():
+        raise SnngenError(f"--devices {devices}: this machine has {torch.cuda.device_count()} "
+                          "GPU(s); use fewer, or --device cpu for CPU processes")
+    return dev
 
 
 def cmd_info(args: argparse.Namespace) -> int:

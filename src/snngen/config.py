@@ -169,23 +169,45 @@ def device_list(text: str) -> list[int]:
 
 @dataclass
 class EvalConfig:
-    """What ``snngen train`` evaluates at the end and ``snngen eval`` by default."""
+    """What ``snngen train`` evaluates at the end and ``snngen eval`` by default.
 
-    n_samples: int = 1000
+    ``protocol``: the named metric protocol (:mod:`snngen.metrics.protocols`: snngen, sddpm,
+    fsvae, tts_vqvae). ``n_samples`` / ``features``: ``null`` takes the protocol's (only the
+    snngen protocol lets ``features`` choose). ``ref_stats``: a pytorch-fid / clean-fid
+    statistics ``.npz`` to compare FID with; ``inception_logits``: the Inception logits file IS
+    needs on Inception features (else ``$SNNGEN_INCEPTION_LOGITS``).
+    """
+
+    n_samples: int | None = None
     metrics: list[str] = field(default_factory=lambda: ["mse", "fid", "kid"])
-    features: str = "classifier"
+    features: str | None = None
     batch_size: int = 250
+    protocol: str = "snngen"
+    ref_stats: str | None = None
+    inception_logits: str | None = None
+    #: samples per shard file in RUN/samples/<protocol>/ (see :mod:`snngen.generation`)
+    shard_size: int = 1000
 
     def __post_init__(self) -> None:
-        _at_least(self, "n_samples", 1)
+        from snngen.metrics.protocols import PROTOCOLS
+
+        _at_least(self, "n_samples", 1, optional=True)
         _at_least(self, "batch_size", 1)
+        _at_least(self, "shard_size", 1)
         bad = [m for m in self.metrics if m not in EVAL_METRICS]
         if bad:
             raise ValueError(f"metrics: unknown {bad}; choose from {', '.join(EVAL_METRICS)}")
-        if self.features not in EVAL_FEATURES:
+        if self.features is not None and self.features not in EVAL_FEATURES:
             raise ValueError(
-                f"features: must be one of {', '.join(EVAL_FEATURES)}, got {self.features!r}"
+                f"features: must be one of {', '.join(EVAL_FEATURES)} or null, got "
+                f"{self.features!r}"
             )
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(
+                f"protocol: must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}"
+            )
+        if self.n_samples is None:  # the protocol's sample count, recorded in the run
+            self.n_samples = PROTOCOLS[self.protocol].n_samples
 
 
 @dataclass
@@ -201,6 +223,10 @@ class RunConfig:
     name: str | None = None
 
     def __post_init__(self) -> None:
+        if self.eval.features is None:  # the protocol's feature network on this dataset
+            from snngen.metrics.protocols import PROTOCOLS
+
+            self.eval.features = PROTOCOLS[self.eval.protocol].features_for(self.data.name)
         if not self.out_dir.strip() or "\0" in self.out_dir:
             raise ValueError(f"out_dir: must be a folder path, got {self.out_dir!r}")
         if self.name is not None and (
@@ -348,8 +374,11 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def build_run_config(raw: dict, source: str = "config") -> RunConfig:
-    """Validate a raw mapping into a :class:`RunConfig`; errors name ``source`` and the key."""
+def build_run_config(raw: dict, source: str = "config", check_eval: bool = True) -> RunConfig:
+    """Validate a raw mapping into a :class:`RunConfig`; errors name ``source`` and the key.
+
+    ``check_eval``: also refuse an ``eval`` section that could not run
+    (:func:`check_eval_section`); off when re-opening a finished run's config."""
     from snngen.models import get_model_entry
 
     if not isinstance(raw, dict):
@@ -365,7 +394,33 @@ def build_run_config(raw: dict, source: str = "config") -> RunConfig:
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
     cfg.model = model_cfg
+    if check_eval:
+        check_eval_section(cfg, source)
     return cfg
+
+
+def check_eval_section(cfg: RunConfig, source: str = "config") -> None:
+    """Refuse an ``eval`` section that could not run, at load time (before any training): a
+    feature choice the protocol does not allow, IS on Inception features without the logits
+    file, a missing or malformed ``ref_stats`` file. Raises a one-line :class:`ConfigError`."""
+    from snngen.errors import SnngenError
+    from snngen.metrics.protocols import plan_evaluation
+
+    e = cfg.eval
+    try:
+        plan_evaluation(
+            cfg.data.name, e.metrics, e.n_samples, protocol=e.protocol, features=e.features,
+            ref_stats=e.ref_stats, inception_logits=e.inception_logits, load_files=False,
+            flags=EVAL_FLAGS,
+        )
+    except SnngenError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+#: how the eval section's keys are named in messages about a config
+EVAL_FLAGS = {"metrics": "eval.metrics", "n": "eval.n_samples", "features": "eval.features",
+              "protocol": "eval.protocol", "ref_stats": "eval.ref_stats",
+              "inception_logits": "eval.inception_logits"}
 
 
 #: a config file larger than this is refused unread (a config is a few hundred bytes)
@@ -383,10 +438,14 @@ def _parse_yaml(text: str, where: str) -> Any:
         raise ConfigError(f"{where}: not a usable YAML config ({type(err).__name__})") from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+def load_config(
+    path: str | Path, overrides: list[str] | None = None, check_eval: bool = True
+) -> RunConfig:
     """Read a YAML run config, apply ``key=value`` overrides, validate it.
 
-    Raises :class:`ConfigError` for a missing file, bad YAML, or any invalid key or value.
+    Raises :class:`ConfigError` for a missing file, bad YAML, or any invalid key or value;
+    with ``check_eval`` also for an end-of-run evaluation that could not run (IS on Inception
+    features without the logits file, a bad ``eval.ref_stats``: :func:`check_eval_section`).
     """
     path = Path(path)
     if not path.is_file():
@@ -414,7 +473,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
             f"got a {type(raw).__name__}"
         )
     raw = apply_overrides(raw, overrides or [])
-    return build_run_config(raw, str(path))
+    return build_run_config(raw, str(path), check_eval)
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

@@ -11,14 +11,23 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from snngen.config import EVAL_METRICS, RunConfig
+from snngen.generation import (
+    SHARD_SIZE,
+    ShardPlan,
+    ShardStore,
+    draw_in_group,
+    model_device,
+    run_samples,
+    sample_stream,
+)
 from snngen.models import GenerativeModel
 from snngen.report import is_event_batch, save_reconstructions, save_samples
 from snngen.train import batch_to_input
@@ -104,17 +113,17 @@ def sample_batches(
     batch_size: int,
     seed: int = 0,
     progress: bool = True,
+    *,
+    shard_size: int = SHARD_SIZE,
     **kwargs,
 ):
     """Yield ``n`` samples in CPU batches of at most ``batch_size`` (images ``[b, C, H, W]``,
-    events ``[T, b, 2, H, W]``), drawn with one generator seeded ``seed``; ``kwargs`` go to
-    ``model.sample``. Memory holds one batch at a time."""
-    gen = torch.Generator().manual_seed(seed)
-    starts = range(0, n, batch_size)
-    with torch.no_grad():
-        for start in tqdm(starts, desc="sampling", unit="batch", leave=False,
-                          disable=not progress):
-            yield model.sample(min(batch_size, n - start), generator=gen, **kwargs).cpu()
+    events ``[T, b, 2, H, W]``); ``kwargs`` go to ``model.sample``. The samples are those of
+    :mod:`snngen.generation`: shards of ``shard_size``, each drawn from its own generator on the
+    model's device seeded from ``(seed, shard index)``, so ``snngen sample`` and ``snngen eval``
+    with one seed draw the same images. Memory holds one batch at a time."""
+    plan = ShardPlan(n, seed, shard_size, batch_size, dict(kwargs))
+    yield from sample_stream(model, plan, progress)
 
 
 def generate(
@@ -125,8 +134,8 @@ def generate(
     progress: bool = True,
     **kwargs,
 ) -> Tensor:
-    """Return ``n`` samples (``[n, C, H, W]``, events ``[T, n, 2, H, W]``) drawn in batches
-    with one seeded generator (:func:`sample_batches`, concatenated)."""
+    """Return ``n`` samples (``[n, C, H, W]``, events ``[T, n, 2, H, W]``) of
+    :func:`sample_batches`, concatenated."""
     chunks = list(sample_batches(model, n, batch_size, seed, progress, **kwargs))
     return torch.cat(chunks, dim=1 if is_event_batch(chunks[0]) else 0)
 
@@ -147,6 +156,48 @@ class SampleImages:
             yield _as_images(batch)
 
 
+@dataclass
+class SampleFolder:
+    """Where and how :func:`fake_images` keeps a run's samples: shards of ``shard_size`` in
+    ``run_dir/samples/<protocol>/`` drawn by ``devices`` processes; ``fresh`` deletes the saved
+    shards, ``replace_stale`` only those of an earlier, different request (else refused)."""
+
+    run_dir: Path
+    devices: int = 1
+    shard_size: int = SHARD_SIZE
+    fresh: bool = False
+    replace_stale: bool = False
+    progress: bool = True
+
+
+def fake_images(
+    model: GenerativeModel,
+    protocol: str,
+    n: int,
+    seed: int = 0,
+    *,
+    batch_size: int = 64,
+    sample_options: dict | None = None,
+    folder: SampleFolder | None = None,
+):
+    """The ``n`` samples of ``model`` an evaluation under ``protocol`` compares, as a
+    re-iterable of image batches ``[b, C, H, W]`` in [0, 1] (one shard or batch at a time).
+
+    With ``folder``: the shards of ``folder.run_dir/samples/<protocol>/`` (a
+    :class:`~snngen.generation.ShardStore`), drawing the missing ones first (resumable, spread
+    over ``folder.devices`` processes); without: drawn in memory on every pass
+    (:class:`SampleImages`). Both give the same samples (up to the shards' float16 storage).
+    """
+    options = dict(sample_options or {})
+    if folder is None:
+        return SampleImages(model, n, batch_size, seed, **options)
+    plan = ShardPlan(n, seed, folder.shard_size, batch_size, options)
+    store = ShardStore(Path(folder.run_dir) / "samples" / protocol, plan, model, protocol)
+    return run_samples(model, store, devices=folder.devices, run_dir=folder.run_dir,
+                       fresh=folder.fresh, replace_stale=folder.replace_stale,
+                       progress=folder.progress)
+
+
 #: bytes of memory one sample's features may take while metrics run (2048-d Inception pool3,
 #: float32, with working copies)
 FEATURE_BYTES_PER_SAMPLE = 2048 * 4 * 3
@@ -154,44 +205,51 @@ FEATURE_BYTES_PER_SAMPLE = 2048 * 4 * 3
 
 def check_evaluation_request(
     metrics: list[str],
-    n: int,
-    features: str,
+    n: int | None,
+    features: str | None,
     model: GenerativeModel | None = None,
     *,
     metrics_flag: str = "--metrics",
     n_flag: str = "--n",
     features_flag: str = "--features",
-) -> None:
-    """Refuse, before any sample is drawn, an evaluation that could not finish.
+    protocol: str = "snngen",
+    dataset: str | None = None,
+    ref_stats: str | Path | None = None,
+    inception_logits: str | Path | None = None,
+    flags: dict[str, str] | None = None,
+):
+    """Refuse, before any sample is drawn, an evaluation that could not finish; returns its
+    :class:`~snngen.metrics.protocols.EvaluationPlan` (protocol, split, features, sample count).
 
-    For sample metrics (fid, kid, is, pr, aefd): the features of ``n`` samples must fit in the
-    memory available now; IS needs class logits, which the bundled Inception network lacks;
-    Inception features need its weights installed; ``model`` (when given) must sample. The
-    ``*_flag`` names are how the caller spells the option (``eval.metrics`` in a config).
-    Raises :class:`~snngen.errors.SnngenError` with one line naming the option.
+    The request must fit its ``protocol`` (:func:`~snngen.metrics.protocols.plan_evaluation`:
+    IS on Inception features needs the Inception logits file; ``ref_stats`` and
+    ``inception_logits`` files are read and checked). For sample metrics (fid, kid, is, pr,
+    aefd): the features of ``n`` samples (default: the protocol's count) must fit in the memory
+    available now; Inception features need its weights installed; ``model`` (when given) must
+    sample. The ``*_flag`` names (and ``flags`` for the other options) are how the caller
+    spells an option (``eval.metrics`` in a config). Raises
+    :class:`~snngen.errors.SnngenError` with one line naming the option.
     """
     from snngen.errors import SnngenError
+    from snngen.metrics.protocols import plan_evaluation
 
+    names = {"metrics": metrics_flag, "n": n_flag, "features": features_flag, **(flags or {})}
+    plan = plan_evaluation(dataset, metrics, n, protocol=protocol, features=features,
+                           ref_stats=ref_stats, inception_logits=inception_logits, flags=names)
     sample_metrics = [m for m in metrics if m in GENERATIVE_METRICS]
     if not sample_metrics:
-        return
-    need = n * FEATURE_BYTES_PER_SAMPLE
+        return plan
+    need = plan.n * FEATURE_BYTES_PER_SAMPLE
     try:
         avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # pragma: no cover - no sysconf here
         avail = need
     if need > avail:
         raise SnngenError(
-            f"{n_flag} {n}: the features of that many samples need about {need / 1e9:.1f} GB of "
-            f"memory; {avail / 1e9:.1f} GB is available"
+            f"{n_flag} {plan.n}: the features of that many samples need about "
+            f"{need / 1e9:.1f} GB of memory; {avail / 1e9:.1f} GB is available"
         )
-    if "is" in metrics and features == "inception":
-        raise SnngenError(
-            f"{metrics_flag} is: the Inception Score ('is') needs class logits, which the "
-            f"bundled Inception network does not have; drop 'is' or use {features_flag} "
-            "classifier"
-        )
-    if features == "inception":
+    if plan.kind == "inception" and set(sample_metrics) - {"aefd"}:
         from snngen.metrics.inception import find_inception_weights
 
         try:
@@ -203,14 +261,18 @@ def check_evaluation_request(
             f"{metrics_flag}: {sample_metrics} compare samples, but model {model.name!r} cannot "
             "sample; keep only mse"
         )
+    return plan
 
 
 @torch.no_grad()
 def reconstruction_mse(model: GenerativeModel, test_set: Dataset, n: int, batch_size: int) -> dict:
-    """Return ``{"value", "n"}``: mean squared error of reconstructions of ``n`` test items."""
+    """Return ``{"value", "n"}``: mean squared error of reconstructions of ``n`` test items
+    (reconstructed on the model's device)."""
     from snngen.metrics import reconstruction_mse as mse
 
-    pairs = [(model.reconstruct(x).cpu(), x) for x in test_batches(test_set, n, batch_size)]
+    device = model_device(model)
+    pairs = [(model.reconstruct(x.to(device)).cpu(), x)
+             for x in test_batches(test_set, n, batch_size)]
     events = is_event_batch(pairs[0][1])
     dim = 1 if events else 0
     recon = torch.cat([r for r, _ in pairs], dim=dim)
@@ -223,54 +285,85 @@ def evaluate_model(
     cfg: RunConfig,
     test_set: Dataset,
     metrics: list[str],
-    n: int,
-    features: str = "classifier",
+    n: int | None = None,
+    features: str | torch.nn.Module | None = None,
     seed: int = 0,
     batch_size: int | None = None,
+    samples: SampleFolder | None = None,
+    *,
+    protocol: str | None = None,
+    ref_stats: str | Path | None = None,
+    inception_logits: str | Path | None = None,
     **sample_options,
 ) -> dict:
-    """Return a JSON-ready dict of the requested metrics of ``model`` against ``test_set``.
+    """Return a JSON-ready dict of the requested metrics of ``model`` under a metric protocol.
 
-    ``sample_options`` (solver, steps, temperature, ...) are passed to ``model.sample``.
+    ``protocol`` (default: the config's ``eval.protocol``) fixes the feature network and its
+    preprocessing, the default sample count ``n`` and the reference split
+    (:mod:`snngen.metrics.protocols`). ``features``: the snngen protocol's network choice
+    (``"classifier"`` / ``"inception"``; ``None``: the protocol's), or a module replacing it
+    (then the reference is the first ``n`` items of ``test_set``, outside any protocol).
+    ``ref_stats``: a pytorch-fid statistics file for FID (KID and precision/recall still use
+    the protocol's reference features); ``inception_logits``: the Inception
+    logits file IS needs on Inception features (these and ``n`` default to the config's
+    ``eval`` entries when the protocol is the config's). ``sample_options`` (solver, steps,
+    temperature, ...) go to ``model.sample``; ``samples``: keep the samples as resumable shards
+    in a run folder (:func:`fake_images`).
 
     ``mse``: reconstruction error of ``n`` test items (images in [0, 1]); ``fid``, ``kid``,
-    ``is``, ``pr``: ``n`` samples against ``n`` test images on the chosen feature network.
-    Every entry records its number of samples and feature network.
+    ``is``, ``pr``: ``n`` samples against the protocol's reference set. ``"protocol"`` records
+    the protocol's name and version, the sample count, the reference split and where the
+    reference statistics came from; every entry records its sample counts and feature network.
     """
+    from snngen.metrics.protocols import DataSource, measure, prepare_measurement
+
+    e = cfg.eval
+    protocol = protocol or e.protocol
+    if protocol == e.protocol:  # the config's protocol: its own eval entries apply
+        n = n or e.n_samples
+        ref_stats = ref_stats or e.ref_stats
+        inception_logits = inception_logits or e.inception_logits
+    module = features if isinstance(features, torch.nn.Module) else None
+    plan = check_evaluation_request(
+        metrics, n, None if module is not None else features, protocol=protocol,
+        dataset=cfg.data.name, ref_stats=ref_stats, inception_logits=inception_logits,
+    )
     model.eval()
-    bs = batch_size or cfg.eval.batch_size
+    bs = batch_size or e.batch_size
     out: dict = {"model": model.name, "dataset": cfg.data.name}
     t0 = time.perf_counter()
+    real = None
+    if module is not None:
+        real = [_as_images(x) for x in test_batches(test_set, plan.n, bs)]
+    ready = prepare_measurement(plan, DataSource.of(cfg.data), features=module, real=real,
+                                batch_size=bs)  # every file and split read before sampling
+    out["protocol"] = ready.record
     if "mse" in metrics and model.can_reconstruct:
-        out["mse"] = reconstruction_mse(model, test_set, n, bs)
+        out["mse"] = reconstruction_mse(model, test_set, plan.n, bs)
     gen_metrics = [m for m in metrics if m in GENERATIVE_METRICS]
     if gen_metrics:
-        from snngen.metrics import evaluate as evaluate_samples
-        from snngen.metrics import feature_network
-
-        fake = SampleImages(model, n, bs, seed, **sample_options)
+        fake = fake_images(model, plan.protocol.name, plan.n, seed,
+                           batch_size=bs, sample_options=sample_options, folder=samples)
         if sample_options:
             out["sample_options"] = dict(sample_options)
-        real = torch.cat([_as_images(x) for x in test_batches(test_set, n, bs)])
-        net = feature_network(
-            features,
-            dataset=cfg.data.name,
-            root=cfg.data.root,
-            channels=real.shape[1],
-            image_size=cfg.data.image_size,
-        )
-        results = evaluate_samples(
-            fake,
-            real,
-            metrics=gen_metrics,
-            features=net,
-            dataset=cfg.data.name,
-            root=cfg.data.root,
-            batch_size=bs,
-        )
+        results = measure(ready, fake, seed=seed, batch_size=bs)
+        if "aefd" in gen_metrics:
+            results["ae_fd"] = _ae_fd(fake, plan, cfg, bs)
         out.update({k: v.to_dict() for k, v in results.items()})
     out["seconds"] = round(time.perf_counter() - t0, 2)
     return out
+
+
+def _ae_fd(fake, plan, cfg: RunConfig, batch_size: int):
+    """FSVAE's autoencoder Frechet distance of ``fake`` against the plan's reference split
+    (opened at the run's image size)."""
+    from snngen.metrics import ae_frechet_distance, feature_network
+    from snngen.metrics.protocols import DataSource, ReferenceImages
+
+    encoder = feature_network("autoencoder", dataset=cfg.data.name, root=cfg.data.root)
+    real = ReferenceImages(DataSource.of(cfg.data), plan.split, plan.protocol.reference_n,
+                           batch_size)
+    return ae_frechet_distance(fake, real, encoder, batch_size=batch_size)
 
 
 def write_metrics(result: dict, path: str | Path) -> Path:
@@ -295,22 +388,54 @@ def finish_run(
     test_set: Dataset,
     fixed: Tensor,
     evaluate: bool = True,
+    *,
+    rank: int = 0,
+    world: int = 1,
 ) -> dict | None:
-    """Write ``recon.png``, ``samples.png`` (events: also ``samples.gif``) and ``metrics.json``."""
+    """Write ``recon.png``, ``samples.png`` (events: also ``samples.gif``) and ``metrics.json``.
+
+    Runs where ``model`` is (the training accelerator). The evaluation's samples are kept as
+    shards in ``run_dir/samples/<protocol>/`` (a killed evaluation resumes; shards of earlier
+    weights are replaced). At the end of a DDP run every rank calls this with its ``rank`` of
+    ``world``: the ranks draw the shards together, then rank 0 alone writes the files; the
+    others return None.
+    """
     run_dir = Path(run_dir)
-    model = model.cpu().eval()
-    save_reconstructions(model, fixed.cpu(), run_dir / "recon.png")
-    try:
-        save_samples(model, 64 if not is_event_batch(fixed) else 8, run_dir / "samples.png")
-    except NotImplementedError:
-        pass
+    model = model.eval()
+    if rank == 0:
+        save_reconstructions(model, fixed.to(model_device(model)), run_dir / "recon.png")
+        try:
+            save_samples(model, 64 if not is_event_batch(fixed) else 8, run_dir / "samples.png")
+        except NotImplementedError:
+            pass
     if not evaluate:
         return None
+    protocol, n = _end_of_run_request(cfg)
+    folder = SampleFolder(run_dir, shard_size=cfg.eval.shard_size, replace_stale=True,
+                          progress=cfg.trainer.progress_bar)
+    sample_metrics = [m for m in cfg.eval.metrics if m in GENERATIVE_METRICS]
+    if world > 1 and sample_metrics and model.can_sample:
+        plan = ShardPlan(n, 0, folder.shard_size, cfg.eval.batch_size, {})
+        store = ShardStore(run_dir / "samples" / protocol, plan, model, protocol)
+        draw_in_group(model, store, rank, world, replace_stale=True, progress=folder.progress)
+    if rank != 0:
+        return None
     result = evaluate_model(
-        model, cfg, test_set, cfg.eval.metrics, cfg.eval.n_samples, cfg.eval.features
+        model, cfg, test_set, cfg.eval.metrics, n, cfg.eval.features, samples=folder
     )
     write_metrics(result, run_dir / "metrics.json")
     return result
+
+
+def _end_of_run_request(cfg: RunConfig) -> tuple[str, int]:
+    """The protocol name and sample count of the end-of-run evaluation of ``cfg``."""
+    protocol = cfg.eval.protocol
+    n = cfg.eval.n_samples
+    if n is None:
+        from snngen.metrics.protocols import get_protocol
+
+        n = get_protocol(protocol).n_samples
+    return protocol, n
 
 
 @torch.no_grad()

@@ -3,9 +3,11 @@
 :func:`prepare_training` resolves and checks, in order: the config (every value's type and
 range), the hardware it asks for, the data set (found, non-empty, at least one global batch),
 the model build, the resume target (same model, readable checkpoint that fits), the evaluation
-to run at the end (metrics available for the chosen features), and the output folder (writable,
-room for one checkpoint). Any problem is a one-line :class:`~snngen.errors.SnngenError` and the
-file system is exactly as before; only then does ``snngen train`` create or touch the run folder.
+to run at the end (its protocol, feature network and weights, the reference split present and
+large enough, a model that samples where samples are compared), and the output folder
+(writable, room for one checkpoint). Any problem is a one-line
+:class:`~snngen.errors.SnngenError` and the file system is exactly as before; only then does
+``snngen train`` create or touch the run folder.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from snngen.config import RunConfig, device_list, load_config
+from snngen.config import EVAL_FLAGS, RunConfig, device_list, load_config
 from snngen.errors import ConfigError, SnngenError
 from snngen.files import check_writable_folder
 from snngen.models import DataInfo, GenerativeModel
@@ -83,7 +85,7 @@ def prepare_training(
     if resume:
         check_resume_target(run_dir, cfg, info, model)
     if evaluate:
-        check_evaluation(cfg, model)
+        check_evaluation(cfg, model, test_set)
     if run_dir is None:
         run_dir = new_run_dir(cfg)
     params = sum(p.numel() for p in model.parameters())
@@ -189,13 +191,69 @@ def check_resume_target(
         raise SnngenError(f"cannot resume {run_dir}: {ckpt_file} has no optimiser state")
 
 
-def check_evaluation(cfg: RunConfig, model: GenerativeModel) -> None:
+def check_evaluation(
+    cfg: RunConfig, model: GenerativeModel, reference: Dataset | None = None
+) -> None:
     """Refuse an end-of-run evaluation that would fail after training
-    (:func:`snngen.evaluation.check_evaluation_request` on the ``eval`` section)."""
+    (:func:`snngen.evaluation.check_evaluation_request` on the ``eval`` section), and one whose
+    reference split (the protocol's; ``reference``: the test split, already open) is absent or
+    too small for its metrics (:data:`MIN_REFERENCE`) or, for classifier features, has no
+    classes to train the feature classifier on."""
     from snngen.evaluation import check_evaluation_request
 
     e = cfg.eval
-    check_evaluation_request(
+    plan = check_evaluation_request(
         e.metrics, e.n_samples, e.features, model,
         metrics_flag="eval.metrics", n_flag="eval.n_samples", features_flag="eval.features",
+        protocol=e.protocol, dataset=cfg.data.name, ref_stats=e.ref_stats,
+        inception_logits=e.inception_logits, flags=EVAL_FLAGS,
     )
+    need = max((MIN_REFERENCE.get(m, 0) for m in plan.sample_metrics
+                if not (m == "fid" and plan.ref_stats is not None)), default=0)
+    if not plan.sample_metrics or (need == 0 and plan.kind != "classifier"):
+        return
+    ref = reference if plan.split == "test" and reference is not None else None
+    if ref is None:
+        from snngen.data import get_dataset
+
+        d = cfg.data
+        ref = get_dataset(d.name, root=d.root, split=plan.split, image_size=d.image_size,
+                          **d.options)
+    if len(ref) < need:
+        raise ConfigError(
+            f"eval.protocol={plan.protocol.name}: {list(plan.sample_metrics)} need at least "
+            f"{need} reference images, but the {plan.split} split of dataset "
+            f"{cfg.data.name!r} has {len(ref)}"
+        )
+    if plan.kind == "classifier":
+        check_classifier_data(cfg, ref, plan.protocol.classifier_size)
+
+
+#: the fewest reference images each sample metric is defined on: FID and KID need two (a
+#: covariance, a pair of distinct images), precision/recall one more than its k = 3 neighbours
+MIN_REFERENCE = {"fid": 2, "kid": 2, "pr": 4}
+
+
+def _labels(dataset: Dataset) -> list[int] | None:
+    """The class labels a dataset holds in memory (wrappers: those of the wrapped set)."""
+    for ds in (dataset, getattr(dataset, "dataset", None)):
+        labels = getattr(ds, "labels", None)
+        if labels is not None:
+            return [int(y) for y in labels]
+    return None
+
+
+def check_classifier_data(cfg: RunConfig, reference: Dataset, image_size: int) -> None:
+    """Refuse classifier features on a dataset whose in-package classifier (at ``image_size``)
+    is not cached yet and cannot be trained because its items carry no classes (a folder of
+    images without class subfolders: every label 0)."""
+    from snngen.metrics.classifier import classifier_path
+
+    if classifier_path(cfg.data.name, image_size).is_file():
+        return
+    labels = _labels(reference)
+    if labels is not None and len(set(labels)) < 2:
+        raise ConfigError(
+            f"eval.features=classifier: dataset {cfg.data.name!r} has no classes to train its "
+            "feature classifier on (every label is 0); use eval.features=inception"
+        )

@@ -131,7 +131,7 @@ def load_run(
     snngen checkpoint, or it belongs to another model than the run's config names.
     """
     path = check_run_dir(run_dir)
-    cfg = load_config(path / CONFIG_FILE)
+    cfg = load_config(path / CONFIG_FILE, check_eval=False)  # its eval is chosen per command
     ckpt_file = checkpoint_path(path)
     ckpt = read_checkpoint(ckpt_file, map_location=map_location)
     meta = ckpt["snngen"]

@@ -44,10 +44,12 @@ def resolve_root(root: str | os.PathLike | None) -> Path:
     return path.absolute()
 
 
-def check_split(split: str) -> str:
-    """Return ``split`` if it is ``"train"`` or ``"test"``; :class:`DataError` otherwise."""
-    if split not in SPLITS:
-        raise DataError(f"split={split!r} is not a split; choose 'train' or 'test'")
+def check_split(split: str, allowed: tuple[str, ...] = SPLITS) -> str:
+    """Return ``split`` if it is one of ``allowed`` (``"train"``, ``"test"``; CelebA also has
+    ``"valid"``); :class:`DataError` otherwise."""
+    if split not in allowed:
+        choices = " or ".join(repr(s) for s in allowed)
+        raise DataError(f"split={split!r} is not a split; choose {choices}")
     return split
 
 

@@ -34,7 +34,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".
 CELEBA_PARTITION = "list_eval_partition.txt"
 CELEBA_IMAGES = "img_align_celeba"
 #: the official CelebA partition by file number (used when the partition file is absent)
-CELEBA_RANGES = {"train": (1, 162770), "test": (182638, 202599)}
+CELEBA_RANGES = {"train": (1, 162770), "valid": (162771, 182637), "test": (182638, 202599)}
+#: CelebA's splits: its official valid split is the reference of FSVAE's CelebA FID
+CELEBA_SPLITS = ("train", "valid", "test")
 TEST_EVERY = 10
 
 
@@ -193,7 +195,7 @@ def load_generic_folder(root=None, split: str = "train", image_size: int | None 
 
 def _celeba_split_files(folder: Path, images: Path, split: str) -> list[Path]:
     part = folder / CELEBA_PARTITION
-    wanted = {"train": "0", "test": "2"}[split]
+    wanted = {"train": "0", "valid": "1", "test": "2"}[split]
     if part.is_file():
         try:
             rows = [line.split() for line in part.read_text().splitlines() if line.strip()]
@@ -221,7 +223,7 @@ def load_celeba(root=None, split: str = "train", image_size: int | None = None,
             f"dataset 'celeba': folder {CELEBA_IMAGES}/ (the aligned *.jpg files) not found in "
             f"any of {searched(folders)}; place it and {CELEBA_PARTITION} in '{folders[0]}' "
             "(nothing is downloaded)")
-    files = _celeba_split_files(folder, folder / CELEBA_IMAGES, check_split(split))
+    files = _celeba_split_files(folder, folder / CELEBA_IMAGES, check_split(split, CELEBA_SPLITS))
     if not files:
         raise DataError(f"dataset 'celeba' ({split}): no images of this split in "
                         f"'{folder / CELEBA_IMAGES}'")

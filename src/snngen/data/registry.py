@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from torch.utils.data import Dataset
 
 from snngen.data import events, folders, static
-from snngen.data.base import DATA_ENV, DataError, check_size, check_split
+from snngen.data.base import DATA_ENV, SPLITS, DataError, check_size, check_split
 from snngen.data.saccade import SaccadeEvents
 
 SACCADE_SUFFIX = "_saccade"
@@ -103,7 +103,7 @@ def get_dataset(name: str, root=None, split: str = "train", image_size: int | No
         name: one of :func:`list_datasets`, or ``<static name>_saccade``.
         root: the data root (default ``$SNNGEN_DATA``, else ``./data``); ``imagefolder``: the
             folder itself. ``mnist5k`` needs none.
-        split: ``"train"`` or ``"test"``.
+        split: ``"train"`` or ``"test"`` (CelebA also ``"valid"``, its official partition 1).
         image_size: side of the returned images/frames (``None``: the dataset's default).
         **options: dataset options (see ``snngen datasets``), e.g. ``time_bins=4`` and
             ``denoise_us=10000`` for events, ``crop=148`` for folders, ``fit="resize"`` for
@@ -117,7 +117,7 @@ def get_dataset(name: str, root=None, split: str = "train", image_size: int | No
     if not isinstance(name, str) or (name not in SPECS and _saccade_base(name) is None):
         raise DataError(f"unknown dataset {name!r}; choose from {', '.join(list_datasets())} "
                         "(or <static name>_saccade)")
-    check_split(split)
+    check_split(split, folders.CELEBA_SPLITS if name == "celeba" else SPLITS)
     check_size(image_size)
     saccade = bool(options.pop("saccade", False))
     base = _saccade_base(name)

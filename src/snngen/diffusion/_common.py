@@ -35,8 +35,8 @@ def initial_noise(
 
     ``x_T`` is either a tensor ``[B, ...]`` (used as given, e.g. fixed noise for benchmarks; it is
     copied, never modified) or a shape ``(B, ...)`` from which standard normal noise is drawn with
-    ``generator`` on ``device`` (default: the generator's device, else CPU) in ``dtype``
-    (default float32).
+    ``generator`` (on the generator's own device) and placed on ``device`` (default: the
+    generator's device, else CPU) in ``dtype`` (default float32).
     """
     if isinstance(x_T, Tensor):
         if not x_T.is_floating_point():
@@ -48,13 +48,17 @@ def initial_noise(
         raise ValueError(f"x_T must be a tensor or a non-empty shape of positive sizes, got {x_T}")
     if device is None:
         device = generator.device if generator is not None else "cpu"
-    return torch.randn(shape, generator=generator, device=device, dtype=dtype or torch.float32)
+    draw_on = generator.device if generator is not None else device
+    noise = torch.randn(shape, generator=generator, device=draw_on, dtype=dtype or torch.float32)
+    return noise.to(device)
 
 
 def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard normal noise shaped like ``x`` drawn from ``generator`` (which must share its
-    device)."""
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    """Standard normal noise shaped like ``x`` drawn from ``generator`` on the generator's own
+    device (``x``'s when None), placed on ``x``'s device: a generator on the model's device
+    draws the noise where it is used; one on another device gives the same numbers as there."""
+    draw_on = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=draw_on, dtype=x.dtype).to(x.device)
 
 
 def call_eps_model(eps_model: EpsModel, x: Tensor, t: int | float, *, integer: bool) -> Tensor:

@@ -103,7 +103,8 @@ def ddpm_sample(
         timesteps: explicit trajectory (distinct ints in ``0..N-1``); overrides steps/spacing.
         clip_denoised: clamp the predicted ``x0`` to ``[-1, 1]`` at each step (default, as
             SDDPM's sampler does for images in [-1, 1]; ``False`` keeps it unclamped).
-        generator: drives all noise (initial and per-step); must live on the samples' device.
+        generator: drives all noise (initial and per-step), drawn on its device and placed on
+            the samples' device.
         progress: show a progress bar.
 
     Returns:

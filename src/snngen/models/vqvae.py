@@ -634,6 +634,12 @@ class VQVAE(GenerativeModel):
         y = self.decode(self.encode(self.to_model_space(x)).z_q)
         return self.from_model_space(y, self.event_scale(x) if self.info.events else None)
 
+    @property
+    def can_sample(self) -> bool:
+        """False: stage 1 samples only through a prior (:meth:`sample` says which), so sample
+        metrics are refused before training, not after it."""
+        return False
+
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         """Not available: stage 1 has no distribution over its codes. Raises

@@ -49,9 +49,11 @@ def run_steps(cfg, batch: int, device: torch.device) -> int:
     return int(cfg.trainer.max_epochs * steps_per_epoch(n, batch, 1))
 
 
-def step_seconds(name: str, batch: int | None, repeat: int, device: torch.device) -> dict:
-    cfg = load_config(ROOT / "configs" / f"{name}.yaml", ["model.init_from=null"]
-                      if name.startswith("sdm") else [])
+def step_seconds(name: str, batch: int | None, repeat: int, device: torch.device,
+                 overrides: list[str] | None = None) -> dict:
+    """Time one training step of config ``name`` (with ``overrides``) on ``device``."""
+    extra = ["model.init_from=null"] if name.startswith("sdm") else []
+    cfg = load_config(ROOT / "configs" / f"{name}.yaml", extra + list(overrides or []))
     info = config_data_info(cfg)
     model = build_checked_model(cfg.model, info).to(device).train()
     full = cfg.data.batch_size

@@ -41,8 +41,9 @@ Columns ``x fused`` / ``x cpp``: times slower than the eager / C++ fused kernel 
 row and the snnTorch-form rows against the matching snnTorch form).
 
 Usage: ``python benchmarks/neurons.py [--quick] [--threads N] [--malloc tuned|system]
-[--compile] [--no-cpp] [--device cpu|cuda]``; prints a table and writes
-``benchmarks/results/neurons.json``.
+[--compile] [--no-cpp] [--device cpu|cuda]``; prints a table (headed by the processor model,
+:func:`processor_model`) and writes ``benchmarks/results/neurons.json`` (the model in
+``config.processor``).
 """
 
 from __future__ import annotations
@@ -313,6 +314,7 @@ def run(
             "torch": torch.__version__,
             "device": str(device),
             "machine": platform.processor() or platform.machine(),
+            "processor": processor_model(),
             "peers": _versions(),
             "memory": "bytes autograd saves between forward and backward (unique storages)",
         },
@@ -322,6 +324,20 @@ def run(
         "checks": checks,
         "rows": rows,
     }
+
+
+def processor_model() -> str:
+    """The CPU model: ``model name`` in ``/proc/cpuinfo`` (Linux), else ``platform.processor()``
+    (else ``platform.machine()``)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def _versions() -> dict[str, str]:
@@ -344,6 +360,7 @@ def print_table(result: dict) -> None:
         f"{cfg['repeats']} repeats, {cfg['threads']} thread(s), malloc {cfg['malloc']}, "
         f"torch {cfg['torch']}, device {cfg.get('device', 'cpu')}"
     )
+    print(f"processor: {cfg.get('processor') or cfg.get('machine', 'unknown')}")
     print(
         f"ms = median {cfg['clock']} time of forward+backward (cpu: this thread's CPU time, "
         "immune to other processes' load; wall ms also shown)"

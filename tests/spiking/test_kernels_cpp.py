@@ -5,7 +5,9 @@ snngen.spiking._lif_cpp``) and skip otherwise; the one that builds it (~30-60 s)
 ``slow``. Switch and fallback tests stub the extension and always run.
 """
 
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -131,6 +133,57 @@ def test_cpp_builds_and_matches():
     x = torch.randn(5, 3, 40, generator=torch.Generator().manual_seed(1)) + 0.5
     g = torch.randn(x.shape, generator=GEN)
     assert_same(x, 0.5, NeuronSpec("fsvae", 0.2, None, False, True, Rectangular()), g, g, True)
+
+
+# --------------------------------------------------------------------------- cache name, folder
+
+
+def test_cache_name_keys_cpu_features(monkeypatch):
+    """-march=native libraries are per instruction set: different CPU features, different names
+    (a shared home folder never hands a node another CPU's library); same features, same name;
+    a changed source still changes it."""
+    monkeypatch.setattr(_lif_cpp, "cpu_features", lambda: "x86_64 avx avx2 fma sse2")
+    avx2 = _lif_cpp.extension_name()
+    assert avx2 == _lif_cpp.extension_name()
+    assert avx2.startswith("snngen_lif_")
+    monkeypatch.setattr(_lif_cpp, "cpu_features", lambda: "x86_64 avx avx2 avx512f fma sse2")
+    avx512 = _lif_cpp.extension_name()
+    assert avx512 != avx2
+    assert _lif_cpp.extension_name(_lif_cpp.CPP_SOURCE + "\n// changed") != avx512
+    assert _lif_cpp.extension_name(features="x86_64 avx avx2 fma sse2") == avx2
+    monkeypatch.undo()
+    assert _lif_cpp.NAME == _lif_cpp.extension_name(features=_lif_cpp.cpu_features())
+
+
+def test_cpu_features_reads_cpuinfo(tmp_path):
+    """The flags of /proc/cpuinfo, sorted (order and repeats do not matter); a fallback
+    without the file."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_text("processor\t: 0\nmodel name\t: X\nflags\t\t: sse2 avx fma avx\n\n"
+                 "processor\t: 1\nflags\t\t: sse2 avx fma\n")
+    b.write_text("processor\t: 0\nmodel name\t: Y\nflags\t\t: fma sse2 avx\n")
+    assert _lif_cpp.cpu_features(str(a)) == _lif_cpp.cpu_features(str(b))
+    assert _lif_cpp.cpu_features(str(a)).endswith(" avx fma sse2")
+    b.write_text("processor\t: 0\nflags\t\t: fma sse2 avx avx512f\n")
+    assert _lif_cpp.cpu_features(str(a)) != _lif_cpp.cpu_features(str(b))
+    assert _lif_cpp.cpu_features(str(tmp_path / "missing"))  # platform fallback, not empty
+
+
+def test_build_directory_public_layout(tmp_path, monkeypatch):
+    """TORCH_EXTENSIONS_DIR/<NAME> when set, else torch's default root/py<ver>_<accel>/<NAME>;
+    asking creates nothing and a missing library is not built."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
+    if _lif_cpp._module is None:
+        assert not _lif_cpp.is_built()
+    assert _lif_cpp.build_directory() == tmp_path / "ext" / _lif_cpp.NAME
+    assert not (tmp_path / "ext").exists()
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR")
+    default = _lif_cpp.build_directory()
+    assert default.name == _lif_cpp.NAME
+    assert default.parent.parent == Path(get_default_build_root())
+    assert default.parent.name.startswith(f"py{sys.version_info.major}{sys.version_info.minor}")
 
 
 # --------------------------------------------------------------------------- switch, fallback

@@ -26,8 +26,11 @@ same BPTT as the eager fused loop, with the surrogate derivatives of
 Building: :func:`load` compiles ``lif_kernel.cpp`` (beside this module) with
 ``torch.utils.cpp_extension.load_inline``
 (gcc, ~30-60 s once) into the torch extensions directory (``TORCH_EXTENSIONS_DIR``, default
-``~/.cache/torch_extensions``) under a name carrying a hash of the source and flags, so a
-changed source never loads a stale library. :func:`is_built` says, without building, whether
+``~/.cache/torch_extensions/py<version>_<cpu|cu...>``) under a name carrying a hash of the
+source, flags, torch version and the CPU's instruction-set features (:func:`cpu_features`), so a
+changed source never loads a stale library, and a node of a cluster sharing its home folder with
+nodes of another CPU never loads a library built with ``-march=native`` for an instruction set
+it lacks (an illegal instruction). :func:`is_built` says, without building, whether
 that library is already there; :func:`load` with ``build=False`` only imports it. Build ahead
 of time with ``python -m snngen.spiking._lif_cpp``.
 """
@@ -38,6 +41,7 @@ import functools
 import hashlib
 import importlib.util
 import os
+import platform
 import sys
 import threading
 import time
@@ -61,9 +65,38 @@ DTYPES = (torch.float32, torch.float64)
 CPP_SOURCE = Path(__file__).with_name("lif_kernel.cpp").read_text(encoding="utf-8")
 
 _FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"]
-NAME = "snngen_lif_" + hashlib.sha1(
-    (CPP_SOURCE + " ".join(_FLAGS) + torch.__version__).encode()
-).hexdigest()[:12]
+
+
+def cpu_features(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's instruction-set features, which ``-march=native`` code generation depends on.
+
+    On Linux the sorted ``flags`` of the first processor in ``cpuinfo`` (x86; ``Features`` on
+    ARM) plus ``platform.machine()``; elsewhere (or when that file is unreadable)
+    ``platform.machine()`` and ``platform.processor()``. Two CPUs with different features give
+    different strings (hence different extension names, :func:`extension_name`).
+    """
+    machine = platform.machine()
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() in ("flags", "Features"):
+                    return machine + " " + " ".join(sorted(set(value.split())))
+    except OSError:
+        pass
+    return f"{machine} {platform.processor()}"
+
+
+def extension_name(source: str = CPP_SOURCE, features: str | None = None) -> str:
+    """``snngen_lif_<hash>``: the hash of the source, flags, torch version and CPU features."""
+    if features is None:
+        features = cpu_features()
+    key = "\0".join((source, " ".join(_FLAGS), torch.__version__, features))
+    return "snngen_lif_" + hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
+#: this process's extension (and library) name
+NAME = extension_name()
 
 _lock = threading.Lock()
 _module: ModuleType | None = None
@@ -71,17 +104,31 @@ _error: str | None = None  # why the last build / import failed (then no retry i
 
 
 def build_directory() -> Path:
-    """Where the extension is (or would be) built: ``<torch extensions dir>/<NAME>``."""
-    return _build_directory_in(os.environ.get("TORCH_EXTENSIONS_DIR"))
+    """Where the extension is (or would be) built: ``<torch extensions root>/<NAME>``.
+
+    The root is ``TORCH_EXTENSIONS_DIR`` when set, else torch's default
+    (:func:`torch.utils.cpp_extension.get_default_build_root`) under the folder torch itself
+    uses, ``py<major><minor><abiflags>_<rocm.../cu.../cpu>``. Not created here (see :func:`load`).
+    """
+    return _extensions_root(os.environ.get("TORCH_EXTENSIONS_DIR")) / NAME
 
 
 @functools.lru_cache(maxsize=4)
-def _build_directory_in(extensions_dir: str | None) -> Path:
-    # torch works the folder out (and creates it) on every call, ~40 us: is_built() runs on
-    # every auto-mode LIF call while the extension is not built, so remember it per setting
-    from torch.utils.cpp_extension import _get_build_directory
+def _extensions_root(extensions_dir: str | None) -> Path:
+    # is_built() runs on every auto-mode LIF call while the extension is not built: remember
+    # the root per setting (only public torch APIs; the layout torch.utils.cpp_extension uses)
+    if extensions_dir is not None:
+        return Path(extensions_dir)
+    from torch.utils.cpp_extension import get_default_build_root
 
-    return Path(_get_build_directory(NAME, verbose=False))
+    if torch.version.hip is not None:
+        accelerator = "rocm" + torch.version.hip.replace(".", "")
+    elif torch.version.cuda is not None:
+        accelerator = "cu" + torch.version.cuda.replace(".", "")
+    else:
+        accelerator = "cpu"
+    python = f"py{sys.version_info.major}{sys.version_info.minor}{getattr(sys, 'abiflags', '')}"
+    return Path(get_default_build_root()) / f"{python}_{accelerator}"
 
 
 def _library_path() -> Path:
@@ -134,9 +181,11 @@ def load(build: bool = True, verbose: bool = False) -> ModuleType | None:
             elif build:
                 from torch.utils.cpp_extension import load_inline
 
+                directory = build_directory()
+                directory.mkdir(parents=True, exist_ok=True)
                 _module = load_inline(
                     NAME, cpp_sources=[CPP_SOURCE], functions=["lif_forward", "lif_backward"],
-                    extra_cflags=list(_FLAGS), verbose=verbose,
+                    extra_cflags=list(_FLAGS), build_directory=str(directory), verbose=verbose,
                 )
         except Exception as err:  # no compiler, a bad toolchain, a partial library...
             _error = f"{type(err).__name__}: {str(err).strip()[-2000:]}"

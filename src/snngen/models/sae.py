@@ -137,7 +137,8 @@ class SpikingAutoencoder(GenerativeModel):
         mse = F.mse_loss(recon, batch)
         if self.training:
             with torch.no_grad():
-                self.latent_rate.lerp_(z.mean(dim=1), self.cfg.rate_momentum)
+                rate = z.mean(dim=1).to(self.latent_rate.dtype)  # bf16 under mixed precision
+                self.latent_rate.lerp_(rate, self.cfg.rate_momentum)
         return {"loss": mse, "mse": mse.detach(), "latent_rate": z.detach().mean()}
 
     @torch.no_grad()

@@ -638,6 +638,10 @@ def _input_grads(ctx, grad_x: Tensor | None, grad_k: Tensor | None) -> tuple:
     return (grad_x if ctx.needs_input_grad[0] else None), grad_k
 
 
+#: input dtypes :func:`lif_fused` runs with float32 state on the CPU
+_HALF_DTYPES = (torch.bfloat16, torch.float16)
+
+
 class _FusedLIF(torch.autograd.Function):
     """The whole ``[T, N]`` sequence as one autograd node; saves ``h`` (and ``x`` if needed)."""
 
@@ -716,16 +720,25 @@ def lif_fused(
     ``x`` [T, B, ...]; ``decay`` a float or a 0-dim tensor (learnable: its gradient is
     returned). ``compile``: ``"auto"`` / ``"cpp"`` / ``"triton"`` / ``True`` / ``False``, or
     ``None`` to read ``SNNGEN_COMPILE`` (see the module docstring). Returns ``(spikes,
-    membrane)``, both shaped like ``x``.
+    membrane)``, both shaped like ``x``. A bfloat16 / float16 CPU input (``bf16-mixed``
+    autocast) runs with float32 state (on the C++ backend where it applies), as the Triton
+    kernels do: the float32 result's spikes, its membrane rounded once to ``x``'s dtype.
     """
     check_multistep_input(x)
     _check_decay(decay)
     flat = x.reshape(x.shape[0], -1).contiguous()
     value = parse_compile(compile)
+    # a half-precision CPU input (bf16-mixed autocast) runs with float32 state, as the Triton
+    # kernels do: the float32 result's spikes, its membrane rounded once to x's dtype
+    widen = flat.device.type == "cpu" and flat.dtype in _HALF_DTYPES and value != "triton"
+    if widen:
+        flat = flat.float()
     if _use_cpp(value, flat, spec):
         spikes, h = _CppLIF.apply(flat, decay, spec)
     elif _use_triton(value, flat, spec):
         spikes, h = _TritonLIF.apply(flat, decay, spec)
     else:
         spikes, h = _FusedLIF.apply(flat, decay, spec, _resolve_compile(value, x.device))
+    if widen:
+        spikes, h = spikes.to(x.dtype), h.to(x.dtype)
     return spikes.view(x.shape), h.view(x.shape)

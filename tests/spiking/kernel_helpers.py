@@ -1,5 +1,7 @@
 """Helpers shared by the kernel tests (fused eager and C++ against the reference)."""
 
+import warnings
+
 import torch
 
 from snngen.spiking.surrogate import ATan, FastSigmoid, Rectangular, Sigmoid, Triangle
@@ -33,3 +35,23 @@ def run(fn, x, decay, spec, grad_s, grad_h, learn):
     inputs = [x, k] if learn else [x]
     grads = torch.autograd.grad(loss, inputs, allow_unused=True)
     return spikes, mem, grads
+
+
+def backend(t):
+    """The autograd node behind lif_fused's final view ("_CppLIF...", "_TritonLIF...", ...)."""
+    node = t.grad_fn
+    while type(node).__name__ == "ViewBackward0":
+        node = node.next_functions[0][0]
+    return type(node).__name__
+
+
+def forced_fused(x, decay, spec, compile: str, node: str):
+    """lif_fused forced onto one backend (``compile``) that must make the autograd node ``node``;
+    a fallback to another backend would warn, an error here."""
+    from snngen.spiking.kernels import lif_fused
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        spikes, mem = lif_fused(x, decay, spec, compile=compile)
+    assert backend(spikes).startswith(node)
+    return spikes, mem

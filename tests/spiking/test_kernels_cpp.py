@@ -13,7 +13,16 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kernel_helpers import FORM_IDS, FORMS, RESET_IDS, RESETS, SURROGATES, run
+from kernel_helpers import (
+    FORM_IDS,
+    FORMS,
+    RESET_IDS,
+    RESETS,
+    SURROGATES,
+    backend,
+    forced_fused,
+    run,
+)
 
 from snngen.spiking import _lif_cpp, kernels
 from snngen.spiking.kernels import NeuronSpec, lif_fused, lif_reference
@@ -33,21 +42,10 @@ def cpp():
     return module
 
 
-def backend(t):
-    """The autograd node that made ``t`` (behind lif_fused's final view): "_CppLIF..." etc."""
-    node = t.grad_fn
-    while type(node).__name__ == "ViewBackward0":
-        node = node.next_functions[0][0]
-    return type(node).__name__
-
 
 def cpp_fused(x, decay, spec):
-    """lif_fused forced onto the C++ backend; a fallback to eager would warn (an error here)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)
-        spikes, mem = lif_fused(x, decay, spec, compile="cpp")
-    assert backend(spikes).startswith("_CppLIF")
-    return spikes, mem
+    """lif_fused forced onto the C++ backend."""
+    return forced_fused(x, decay, spec, "cpp", "_CppLIF")
 
 
 def assert_same(x, decay, spec, grad_s, grad_h, learn):

@@ -20,7 +20,16 @@ import warnings
 
 import pytest
 import torch
-from kernel_helpers import FORM_IDS, FORMS, RESET_IDS, RESETS, SURROGATES, run
+from kernel_helpers import (
+    FORM_IDS,
+    FORMS,
+    RESET_IDS,
+    RESETS,
+    SURROGATES,
+    backend,
+    forced_fused,
+    run,
+)
 
 from snngen.spiking import ParametricLIF, kernels
 from snngen.spiking.kernels import NeuronSpec, lif_fused, lif_reference
@@ -55,21 +64,10 @@ def interpret(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
 
 
-def backend(t):
-    """The autograd node behind lif_fused's final view ("_TritonLIF...", "_FusedLIF...")."""
-    node = t.grad_fn
-    while type(node).__name__ == "ViewBackward0":
-        node = node.next_functions[0][0]
-    return type(node).__name__
-
 
 def triton_fused(x, decay, spec):
-    """lif_fused forced onto the Triton kernels; a fallback would warn (an error here)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)
-        spikes, mem = lif_fused(x, decay, spec, compile="triton")
-    assert backend(spikes).startswith("_TritonLIF")
-    return spikes, mem
+    """lif_fused forced onto the Triton kernels."""
+    return forced_fused(x, decay, spec, "triton", "_TritonLIF")
 
 
 def inputs(shape, dtype=torch.float32):

@@ -55,3 +55,19 @@ def forced_fused(x, decay, spec, compile: str, node: str):
         spikes, mem = lif_fused(x, decay, spec, compile=compile)
     assert backend(spikes).startswith(node)
     return spikes, mem
+
+
+def assert_matches_reference(fused, x, decay, spec, grad_s, grad_h, learn):
+    """Spikes and membranes of the backend ``fused`` equal ``lif_reference``'s exactly, gradients
+    within 1e-5 (IF: the reference has no decay gradient, the backend's is None or zero)."""
+    from snngen.spiking.kernels import lif_reference
+
+    s1, h1, g1 = run(fused, x, decay, spec, grad_s, grad_h, learn)
+    s2, h2, g2 = run(lif_reference, x, decay, spec, grad_s, grad_h, learn)
+    assert torch.equal(s1, s2), f"spikes differ for {spec}"
+    assert torch.equal(h1, h2), f"membranes differ for {spec}"
+    for a, r in zip(g1, g2, strict=True):
+        if r is None:  # IF: the decay is unused by the reference
+            assert a is None or torch.all(a == 0)
+            continue
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5, msg=f"gradient for {spec}")

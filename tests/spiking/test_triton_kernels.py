@@ -26,6 +26,7 @@ from kernel_helpers import (
     RESET_IDS,
     RESETS,
     SURROGATES,
+    assert_matches_reference,
     backend,
     forced_fused,
     run,
@@ -80,15 +81,7 @@ def inputs(shape, dtype=torch.float32):
 
 
 def assert_same(x, decay, spec, grad_s, grad_h, learn):
-    s1, h1, g1 = run(triton_fused, x, decay, spec, grad_s, grad_h, learn)
-    s2, h2, g2 = run(lif_reference, x, decay, spec, grad_s, grad_h, learn)
-    assert torch.equal(s1, s2), f"spikes differ for {spec}"
-    assert torch.equal(h1, h2), f"membranes differ for {spec}"
-    for a, r in zip(g1, g2, strict=True):
-        if r is None:  # IF: the decay is unused by the reference
-            assert a is None or torch.all(a == 0)
-            continue
-        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5, msg=f"gradient for {spec}")
+    assert_matches_reference(triton_fused, x, decay, spec, grad_s, grad_h, learn)
 
 
 # per surrogate: (decay, outputs with a gradient, learnable decay); the decays cover both

@@ -62,6 +62,19 @@ def by_hand(seed: int, index: int, length: int, batch: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------- devices
 
 
+
+def die_at_shard(monkeypatch, dying: int):
+    """Make writing shard ``dying`` raise KeyboardInterrupt (a kill); return the real write."""
+    real_write = ShardStore.write
+
+    def write_then_die(self, index, images):
+        if index == dying:
+            raise KeyboardInterrupt
+        return real_write(self, index, images)
+
+    monkeypatch.setattr(ShardStore, "write", write_then_die)
+    return real_write
+
 def test_resolve_device_on_a_machine_without_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
@@ -224,14 +237,7 @@ def test_a_killed_generation_resumes_from_its_shards(tmp_path, monkeypatch):
     reference = torch.cat(list(whole))
 
     store = ShardStore(tmp_path / "killed", plan, model, "snngen")
-    real_write = ShardStore.write
-
-    def write_then_die(self, index, images):
-        if index == 3:
-            raise KeyboardInterrupt
-        return real_write(self, index, images)
-
-    monkeypatch.setattr(ShardStore, "write", write_then_die)
+    real_write = die_at_shard(monkeypatch, 3)
     model.calls.clear()
     with pytest.raises(KeyboardInterrupt):
         run_samples(model, store, progress=False)
@@ -496,14 +502,7 @@ def test_acceptance_sddpm_protocol_two_processes_killed_and_resumed(tmp_path, mo
     run = _ann_vae_run(tmp_path / "run", size=32)
     argv = ["eval", str(run), "--protocol", "sddpm", "--metrics", "fid,kid", "--n", "64",
             "--shard-size", "16", "--device", "cpu"]
-    real_write = ShardStore.write
-
-    def write_then_die(self, index, images):
-        if index == 2:
-            raise KeyboardInterrupt
-        return real_write(self, index, images)
-
-    monkeypatch.setattr(ShardStore, "write", write_then_die)
+    real_write = die_at_shard(monkeypatch, 2)
     assert main(argv) == 130  # killed half-way
     monkeypatch.setattr(ShardStore, "write", real_write)
     folder = run / "samples" / "sddpm"

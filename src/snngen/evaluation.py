@@ -95,7 +95,9 @@ def events_to_images(x: Tensor) -> Tensor:
     return img / img.amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-8)
 
 
-def _as_images(x: Tensor) -> Tensor:
+def as_images(x: Tensor) -> Tensor:
+    """Images ``[B, C, H, W]`` as they are; event frames ``[T, B, 2, H, W]`` as
+    :func:`events_to_images`."""
     return events_to_images(x) if is_event_batch(x) else x
 
 
@@ -153,7 +155,7 @@ class SampleImages:
     def __iter__(self):
         for batch in sample_batches(self.model, self.n, self.batch_size, self.seed,
                                     **self.kwargs):
-            yield _as_images(batch)
+            yield as_images(batch)
 
 
 @dataclass
@@ -334,7 +336,7 @@ def evaluate_model(
     t0 = time.perf_counter()
     real = None
     if module is not None:
-        real = [_as_images(x) for x in test_batches(test_set, plan.n, bs)]
+        real = [as_images(x) for x in test_batches(test_set, plan.n, bs)]
     ready = prepare_measurement(plan, DataSource.of(cfg.data), features=module, real=real,
                                 batch_size=bs)  # every file and split read before sampling
     out["protocol"] = ready.record

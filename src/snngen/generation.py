@@ -171,13 +171,6 @@ def _batch_len(x: Tensor) -> int:
     return x.shape[1] if is_event_batch(x) else x.shape[0]
 
 
-def _as_images(x: Tensor) -> Tensor:
-    from snngen.evaluation import events_to_images
-    from snngen.report import is_event_batch
-
-    return events_to_images(x) if is_event_batch(x) else x
-
-
 class ImageBar:
     """A tqdm bar over images (done, images/s, time left); silent when ``enabled`` is false."""
 
@@ -302,6 +295,8 @@ def generate_shards(model, store: ShardStore, rank: int = 0, world: int = 1,
                     progress: bool = True) -> int:
     """Draw and write the missing shards of ``store`` that process ``rank`` of ``world`` owns
     (``rank, rank + world, ...``); returns the number of images drawn."""
+    from snngen.evaluation import as_images  # evaluation imports this module
+
     mine = list(store.plan.shards_of(rank, world))
     todo = [i for i in mine if not store.done(i)]
     total = sum(store.plan.length(i) for i in mine)
@@ -312,7 +307,7 @@ def generate_shards(model, store: ShardStore, rank: int = 0, world: int = 1,
     for index in todo:
         parts = []
         for batch in shard_batches(model, store.plan, index):
-            parts.append(_as_images(batch).cpu())
+            parts.append(as_images(batch).cpu())
             bar.update(parts[-1].shape[0])
         store.write(index, torch.cat(parts))
         made += store.plan.length(index)

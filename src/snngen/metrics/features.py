@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from snngen.errors import SnngenError
+from snngen.generation import model_device
 
 #: show a progress bar (when ``progress=None``) once a set needs more batches than this
 PROGRESS_MIN_BATCHES = 8
@@ -118,14 +119,6 @@ def _num_batches(images: Tensor | Iterable, batch_size: int) -> int | None:
         return None
 
 
-def _device_of(net: nn.Module) -> torch.device:
-    for tensor in net.parameters():
-        return tensor.device
-    for tensor in net.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
 @torch.inference_mode()
 def extract_features(
     images: Tensor | Iterable | Features,
@@ -158,7 +151,7 @@ def extract_features(
     total = _num_batches(images, batch_size)
     if progress is None:
         progress = total is None or total > PROGRESS_MIN_BATCHES
-    device = _device_of(net)
+    device = model_device(net)
     was_training = net.training
     net.eval()
     feats, logits = [], []

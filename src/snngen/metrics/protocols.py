@@ -54,6 +54,7 @@ import torch
 from torch import Tensor, nn
 
 from snngen.metrics.features import FeatureNet, Features, MetricsError, extract_features
+from snngen.metrics.inception import sha256_file
 from snngen.metrics.result import MetricResult
 from snngen.metrics.scores import GaussianStats
 
@@ -336,13 +337,9 @@ def load_ref_stats(
 def network_fingerprint(net: nn.Module) -> str:
     """10 hex digits of the sha256 of a network's weights (its state dict's tensors in order;
     Inception: its weights file's digest), so a retrained classifier gets new statistics."""
-    digest = getattr(net, "weights_sha256", None)
-    if digest is None:
-        h = hashlib.sha256()
-        for key, tensor in net.state_dict().items():
-            h.update(key.encode())
-            h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
-        digest = h.hexdigest()
+    from snngen.generation import weights_fingerprint
+
+    digest = getattr(net, "weights_sha256", None) or weights_fingerprint(net)
     return digest[:10]
 
 
@@ -566,7 +563,7 @@ def prepare_measurement(
     real_stats, real_feats = None, None
     if plan.ref_stats is not None:
         real_stats = load_ref_stats(plan.ref_stats, _dim(net))
-        record["ref_stats"] = {"file": str(plan.ref_stats), "sha256": _sha256(plan.ref_stats)}
+        record["ref_stats"] = {"file": str(plan.ref_stats), "sha256": sha256_file(plan.ref_stats)}
     if {"kid", "pr"} & set(main) or ("fid" in main and real_stats is None):
         if features is not None:
             real_feats = extract_features(real, net, batch_size=batch_size, progress=progress,
@@ -591,12 +588,6 @@ def _module_features(module: nn.Module) -> FeatureNet:
 
 def _dim(net: FeatureNet) -> int | None:
     return net.num_features or None
-
-
-def _sha256(path: Path) -> str:
-    from snngen.metrics.inception import sha256_file
-
-    return sha256_file(path)
 
 
 def measure(

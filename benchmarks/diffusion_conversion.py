@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from snngen.conversion import conversion_report, convert_unet
+from snngen.conversion import conversion_report, convert_unet, noisy_inputs
 from snngen.diffusion import sample as run_sampler
 from snngen.models import DataInfo, build_model
 from snngen.models.diffusion_model import DDPMConfig, DiffusionModel
@@ -61,16 +61,6 @@ def quick_model(train_images: Tensor, steps: int = 40) -> DiffusionModel:
         loss.backward()
         opt.step()
     return model.eval()
-
-
-def noisy_inputs(model: DiffusionModel, x01: Tensor, batch: int, seed: int) -> list:
-    """``(x_t, t)`` network inputs: images scaled to [-1, 1], noised at random times."""
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for chunk in (x01 * 2 - 1).split(batch):
-        t = torch.randint(0, model.schedule.num_steps, (chunk.shape[0],), generator=gen)
-        out.append((model.schedule.q_sample(chunk, t, generator=gen), t))
-    return out
 
 
 def sample_images(eps_model, model: DiffusionModel, noise: Tensor, solver: str, steps: int,

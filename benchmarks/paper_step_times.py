@@ -29,7 +29,7 @@ import torch
 from snngen.config import load_config
 from snngen.importers.run_folder import config_data_info
 from snngen.runs import build_checked_model
-from snngen.train import make_optimizer, steps_per_epoch
+from snngen.training import make_optimizer, steps_per_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 #: training-split sizes of the paper datasets (the step count of epoch-based configs)

@@ -17,7 +17,7 @@ from tiny_model import TinyConfig  # noqa: E402,F401  (registers model "tiny")
 
 from snngen.config import build_run_config  # noqa: E402
 from snngen.models import DataInfo  # noqa: E402
-from snngen.train import fit  # noqa: E402
+from snngen.training import fit  # noqa: E402
 
 
 def main(run_dir: str, devices: int, batch: int, steps: int) -> None:

@@ -4,7 +4,7 @@ import pytest
 
 from snngen.cli import COMMANDS, main
 from snngen.config import build_run_config, save_config
-from snngen.train import fit
+from snngen.training import fit
 
 
 def files_under(path):

@@ -308,7 +308,7 @@ def _ann_vae_run(root: Path, size: int = 8) -> Path:
 
     from snngen.config import build_run_config, save_config
     from snngen.runs import CONFIG_FILE
-    from snngen.train import fit
+    from snngen.training import fit
 
     cfg = build_run_config({
         "model": {"name": "ann_vae", "channels": [4, 8], "latent_dim": 6},

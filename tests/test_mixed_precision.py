@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "configs"))
 
 import test_every_config as every  # noqa: E402
 
-import snngen.train  # noqa: E402
+import snngen.training  # noqa: E402
 from snngen.config import PRECISIONS  # noqa: E402
 from snngen.runs import checkpoint_path, load_run, model_weights, read_checkpoint  # noqa: E402
 from snngen.spiking.kernels import NeuronSpec, lif_fused, lif_reference  # noqa: E402
@@ -47,7 +47,7 @@ class Trained:
 def train_bf16(name: str, env, monkeypatch, extra: list[str] = ()) -> Trained:
     """``snngen train configs/<name>`` shrunk, in bf16-mixed, without the final evaluation."""
     fitted = []
-    real_fit = snngen.train.fit
+    real_fit = snngen.training.fit
 
     def fit(*args, **kwargs):
         lit = real_fit(*args, **kwargs)
@@ -60,13 +60,13 @@ def train_bf16(name: str, env, monkeypatch, extra: list[str] = ()) -> Trained:
         if isinstance(output, torch.Tensor):
             dtypes.add(output.dtype)
 
-    monkeypatch.setattr(snngen.train, "fit", fit)
+    monkeypatch.setattr(snngen.training, "fit", fit)
     hook = torch.nn.modules.module.register_module_forward_hook(record)
     try:
         run = every.train_config(name, env, [BF16, "--no-eval", *extra], suffix="-bf16")
     finally:
         hook.remove()
-        monkeypatch.setattr(snngen.train, "fit", real_fit)
+        monkeypatch.setattr(snngen.training, "fit", real_fit)
     assert len(fitted) == 1
     assert torch.bfloat16 in dtypes, dtypes  # autocast was on
     return Trained(run, fitted[0])

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from snngen.config import build_run_config
-from snngen.train import LAST_CKPT, NonFiniteLossError, StepBatchSampler, fit
+from snngen.training import LAST_CKPT, NonFiniteLossError, StepBatchSampler, fit
 
 
 def make_cfg(steps: int, **model):

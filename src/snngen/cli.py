@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import typing
 from pathlib import Path
@@ -92,6 +91,32 @@ in the prior's config).
 """
 
 
+EPILOG_LEADERBOARD = """examples:
+  snngen leaderboard                          # 5 CPU-minutes per model, about 1.5 h on 2 cores
+  snngen leaderboard --budget-minutes 15      # a longer budget, its own board folder
+  snngen leaderboard --quick                  # a smoke test of the whole pipeline (minutes)
+  snngen leaderboard --rows sddpm,sdm --jobs 2
+run from the repository root; writes docs/leaderboard.md (+ .json) and docs/img/*.png; an
+interrupted board resumes: finished stages are not retrained, measured rows not remeasured
+"""
+#: the leaderboard's row keys (kept here so that --help does not import torch)
+LEADERBOARD_ROWS = ("sae, fsvae, ann_vae, vq_temporal, vq_vanilla, sddpm, sdm, ddpm, "
+                    "ddpm_converted")
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def add_device_options(p: argparse.ArgumentParser, *, shards: bool) -> None:
     """``--device`` (and with ``shards``: ``--devices``, ``--shard-size``, ``--fresh``)."""
     p.add_argument("--device", default="auto",
@@ -117,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Spiking-neural-network generative models: train, sample, evaluate.",
         epilog="run 'snngen COMMAND --help' for a command's options and examples",
     )
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show Lightning's own messages: its banners (GPU/TPU "
+                        "available, tips), logs and framework warnings (the same: "
+                        "SNNGEN_VERBOSE=1); also accepted after the command")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -174,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="feature network of the snngen protocol (default: its classifier where the "
         "dataset has one, else inception); the paper protocols fix Inception",
     )
-    p.add_argument("--protocol", default=None, choices=["snngen", "sddpm", "fsvae", "tts_vqvae"],
+    p.add_argument("--protocol", default=None,
+                   choices=["snngen", "leaderboard", "sddpm", "fsvae", "tts_vqvae"],
                    help="metric protocol: feature network, resize, sample count, reference split "
                    "(default: the run's eval.protocol)")
     p.add_argument("--ref-stats", default=None, metavar="FILE",
@@ -222,6 +252,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides of the config")
 
     p = sub.add_parser(
+        "leaderboard",
+        help="train every model family at one CPU budget on mnist5k, measure, tabulate",
+        epilog=EPILOG_LEADERBOARD,
+        formatter_class=fmt,
+    )
+    p.add_argument("--budget-minutes", type=positive_float, default=None,
+                   help="training CPU-minutes per model, one thread each (default 5: the whole "
+                   "board in about 1.5 hours on 2 cores)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke test: 3 CPU-seconds per model, 200 samples, no Inception "
+                   "(writes into the board folder, not docs/)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="board folder (default runs/leaderboard/mnist5k_<budget>min): runs, "
+                   "per-row results, logs; run the same command again to resume")
+    p.add_argument("--doc", default="docs/leaderboard.md",
+                   help="Markdown page to write (default docs/leaderboard.md; JSON beside it)")
+    p.add_argument("--img-dir", default="docs/img", help="folder of the three pictures")
+    p.add_argument("--jobs", type=positive_int, default=None,
+                   help="processes at once, one thread each (default: the CPU count)")
+    p.add_argument("--rows", default=None,
+                   help="comma list of rows to run (default all): " + LEADERBOARD_ROWS)
+    p.add_argument("--remeasure", action="store_true",
+                   help="measure every row again (trained stages are kept)")
+
+    p = sub.add_parser(
         "datasets",
         help="list the datasets and the files each expects",
         epilog="examples:\n  snngen datasets",
@@ -238,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("dataset", help="dataset name, e.g. mnist5k")
     p.add_argument("--root", default=None, help="data root for datasets that need one")
+    for command in sub.choices.values():  # `snngen train ... --verbose` works too
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="show Lightning's own messages (see 'snngen --help')")
     return parser
 
 
@@ -245,52 +303,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from snngen.config import save_config
-    from snngen.preflight import prepare_training
-    from snngen.runs import CONFIG_FILE
-    from snngen.train import fit
+    from snngen.api import run_training
 
-    child = os.environ.get("SNNGEN_RUN_DIR") and os.environ.get("LOCAL_RANK", "0") != "0"
-    plan = prepare_training(  # validates everything; writes nothing
-        args.config,
-        args.overrides,
-        resume=args.resume,
-        evaluate=not args.no_eval,
-        run_dir=Path(os.environ["SNNGEN_RUN_DIR"]) if child else None,
-    )
-    cfg, run_dir, fixed = plan.cfg, plan.run_dir, plan.fixed_batch
-    if not child:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / CONFIG_FILE)
-        os.environ["SNNGEN_RUN_DIR"] = str(run_dir)  # DDP children started by Lightning reuse it
-    lit = fit(cfg, run_dir, plan.train_set, plan.info, fixed_batch=fixed, resume=plan.resume,
-              model=plan.model)
-    inheritance = getattr(lit.model, "inheritance", None)
-    if inheritance is not None and lit.trainer.is_global_zero:
-        print(f"weights from {lit.cfg.model.init_from}: {inheritance.summary()}")
-    from snngen.evaluation import finish_run
-
-    # on the training accelerator (Lightning moved the model to the CPU when fit ended); every
-    # DDP rank draws its share of the evaluation's samples, rank 0 writes the files
-    trainer = lit.trainer
-    finish_run(run_dir, lit.eval_model.to(trainer.strategy.root_device), cfg, plan.test_set,
-               fixed, evaluate=not args.no_eval, rank=trainer.global_rank,
-               world=trainer.world_size)
-    if trainer.is_global_zero:
-        print(f"run folder: {run_dir}")
+    run_training(args.config, args.overrides, resume=args.resume, evaluate=not args.no_eval)
     return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from snngen.api import open_run
     from snngen.evaluation import sample_batches, sample_kwargs
     from snngen.generation import resolve_device
-    from snngen.runs import load_run
     from snngen.sample_files import plan_sample_output, write_sample_batches
 
-    device = resolve_device(args.device)
-    run = load_run(args.run)
-    run.model.to(device)
-    _attach_training_set(run)
+    run = open_run(args.run, resolve_device(args.device))
     kwargs = sample_kwargs(
         run.model,
         solver=args.solver,
@@ -308,12 +333,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _attach_training_set(run) -> None:
-    """Give a diffusion model its run's training set (opened only if Analytic-DPM's Gamma needs
-    it: the reference estimates Gamma on the full training set)."""
-    if hasattr(run.model, "set_gamma_data"):
-        from snngen.runs import open_datasets
+    """:func:`snngen.api.attach_training_set` (kept here for ``snngen.generation``'s workers)."""
+    from snngen.api import attach_training_set
 
-        run.model.set_gamma_data(lambda: open_datasets(run.cfg)[0])
+    attach_training_set(run)
 
 
 def _values_per_sample(info) -> int:
@@ -323,45 +346,20 @@ def _values_per_sample(info) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from snngen.evaluation import (
-        METRICS,
-        SampleFolder,
-        check_evaluation_request,
-        evaluate_model,
-        sample_kwargs,
-        write_metrics,
-    )
-    from snngen.files import check_writable_folder
-    from snngen.runs import load_run, open_datasets
+    from snngen.api import check_metrics, evaluate_run
+    from snngen.runs import load_run
 
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    known = set(METRICS)
-    bad = [m for m in metrics if m not in known]
-    if bad or not metrics:
-        raise SnngenError(f"--metrics: unknown {bad or metrics}; choose from {sorted(known)}")
+    metrics = check_metrics(args.metrics)
     device = check_devices(args.device, args.devices)
     run = load_run(args.run)
-    protocol = args.protocol or run.cfg.eval.protocol
-    check_evaluation_request(metrics, args.n, args.features, protocol=protocol,
-                             dataset=run.cfg.data.name, ref_stats=args.ref_stats,
-                             inception_logits=args.inception_logits)
-    run.model.to(device)
-    out = Path(args.out) if args.out else run.path / "metrics.json"
-    check_writable_folder(out.parent, 1_000_000, what="--out")
-    _, test_set = open_datasets(run.cfg)
-    _attach_training_set(run)
-    kwargs = sample_kwargs(
-        run.model, solver=args.solver, steps=args.steps, temperature=args.temperature
+    result = evaluate_run(
+        run, metrics, device, protocol=args.protocol, n=args.n, features=args.features,
+        ref_stats=args.ref_stats, inception_logits=args.inception_logits, seed=args.seed,
+        batch_size=args.batch_size, out=args.out, devices=args.devices,
+        shard_size=args.shard_size, fresh=args.fresh,
+        sample_options={"solver": args.solver, "steps": args.steps,
+                        "temperature": args.temperature},
     )
-    batch_size = args.batch_size or run.cfg.eval.batch_size
-    result = evaluate_model(
-        run.model, run.cfg, test_set, metrics, args.n, args.features, seed=args.seed,
-        batch_size=batch_size, samples=SampleFolder(
-            run.path, args.devices, args.shard_size or run.cfg.eval.shard_size, args.fresh),
-        protocol=protocol, ref_stats=args.ref_stats, inception_logits=args.inception_logits,
-        **kwargs,
-    )
-    write_metrics(result, out)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -415,6 +413,15 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from snngen.board import run_leaderboard
+
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
+    run_leaderboard(args.budget_minutes, quick=args.quick, out=args.out, doc=args.doc,
+                    img_dir=args.img_dir, jobs=args.jobs, rows=rows, remeasure=args.remeasure)
+    return 0
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     from snngen.data import describe_datasets
 
@@ -443,6 +450,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "info": cmd_info,
     "import": cmd_import,
+    "leaderboard": cmd_leaderboard,
     "datasets": cmd_datasets,
     "models": cmd_models,
     "classifier": cmd_classifier,
@@ -450,18 +458,19 @@ COMMANDS = {
 
 
 def _quiet_third_party_warnings() -> None:
-    """Hide deprecation noise that Lightning emits from its own internals (not the user's doing)."""
-    import warnings
+    """Hide Lightning's framework warnings unless verbose (:mod:`snngen.console`)."""
+    from snngen.console import configure_warnings
 
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"lightning(\..*)?")
+    configure_warnings()
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``snngen``; returns the exit status (2 for user errors)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _quiet_third_party_warnings()
+    from snngen.console import set_up
+
+    set_up(verbose=args.verbose)  # Lightning's banners and warnings only when verbose
     try:
         return COMMANDS[args.command](args)
     except (SnngenError, OSError) as err:  # user errors: bad values, missing/unwritable files

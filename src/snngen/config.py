@@ -116,6 +116,11 @@ class TrainerConfig:
 
     max_epochs: float | None = 1.0
     max_steps: int | None = None  # wins over max_epochs when set
+    # stop once training has used this much CPU time (process time, all threads; kept across
+    # resumes); with max_steps and max_epochs both null, the CPU time alone ends the run
+    max_cpu_minutes: float | None = None
+    # with max_cpu_minutes: also keep checkpoints/cpu_K_of_N.ckpt at K/N of it (K = 1..N-1)
+    cpu_snapshots: int = 0
     accelerator: str = "auto"  # cpu | gpu | auto
     devices: int | str = 1
     num_nodes: int = 1
@@ -132,8 +137,15 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         _positive(self, "max_epochs", optional=True)
         _at_least(self, "max_steps", 1, optional=True)
-        if self.max_steps is None and self.max_epochs is None:
-            raise ValueError("max_steps: set trainer.max_steps or trainer.max_epochs")
+        _positive(self, "max_cpu_minutes", optional=True)
+        _at_least(self, "cpu_snapshots", 0)
+        if self.max_steps is None and self.max_epochs is None and self.max_cpu_minutes is None:
+            raise ValueError(
+                "max_steps: set trainer.max_steps, trainer.max_epochs or trainer.max_cpu_minutes"
+            )
+        if self.cpu_snapshots and self.max_cpu_minutes is None:
+            raise ValueError("cpu_snapshots: needs trainer.max_cpu_minutes (snapshots are taken "
+                             "at fractions of it)")
         if self.accelerator not in ACCELERATORS:
             raise ValueError(
                 f"accelerator: must be one of {', '.join(ACCELERATORS)}, got {self.accelerator!r}"

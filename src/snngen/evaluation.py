@@ -30,7 +30,7 @@ from snngen.generation import (
 )
 from snngen.models import GenerativeModel
 from snngen.report import is_event_batch, save_reconstructions, save_samples
-from snngen.train import batch_to_input
+from snngen.training import batch_to_input
 
 METRICS = EVAL_METRICS
 GENERATIVE_METRICS = ("fid", "kid", "is", "pr", "aefd")  # computed on samples vs test images

@@ -172,13 +172,14 @@ def _batch_len(x: Tensor) -> int:
 
 
 class ImageBar:
-    """A tqdm bar over images (done, images/s, time left); silent when ``enabled`` is false."""
+    """The ``sample`` bar over images (done, images/s, time left): a
+    :func:`snngen.console.progress_bar`; silent when ``enabled`` is false."""
 
-    def __init__(self, total: int, initial: int, enabled: bool, desc: str = "sampling"):
-        from tqdm.auto import tqdm
+    def __init__(self, total: int, initial: int, enabled: bool, desc: str = "sample"):
+        from snngen.console import progress_bar
 
-        self.bar = tqdm(total=total, initial=initial, unit="img", desc=desc, leave=False,
-                        disable=not enabled, dynamic_ncols=True, smoothing=0.1)
+        self.bar = progress_bar(desc=desc, total=total, initial=initial, unit="img",
+                                enabled=enabled)
 
     def update(self, k: int) -> None:
         self.bar.update(k)
@@ -300,7 +301,7 @@ def generate_shards(model, store: ShardStore, rank: int = 0, world: int = 1,
     mine = list(store.plan.shards_of(rank, world))
     todo = [i for i in mine if not store.done(i)]
     total = sum(store.plan.length(i) for i in mine)
-    desc = "sampling" if world == 1 else f"sampling (rank {rank} of {world})"
+    desc = "sample" if world == 1 else f"sample (rank {rank} of {world})"
     bar = ImageBar(total, total - sum(store.plan.length(i) for i in todo),
                    progress and rank == 0, desc)
     made = 0
@@ -393,8 +394,10 @@ def _worker(spec_file: str) -> None:
     import lightning as L
 
     from snngen.cli import _attach_training_set
+    from snngen.console import configure_lightning
     from snngen.runs import load_run
 
+    configure_lightning()  # Fabric's banners only with SNNGEN_VERBOSE (set by --verbose)
     spec = json.loads(Path(spec_file).read_text())
     strategy: Any = "ddp"
     if spec["accelerator"] == "cpu":

@@ -25,7 +25,7 @@ from snngen.config import EVAL_FLAGS, RunConfig, device_list, load_config
 from snngen.errors import ConfigError, SnngenError
 from snngen.files import check_writable_folder
 from snngen.models import DataInfo, GenerativeModel
-from snngen.train import seed_run
+from snngen.training import seed_run
 
 #: bytes a checkpoint needs per parameter: weights, two Adam moments, an EMA copy, headroom
 CKPT_BYTES_PER_PARAM = 4 * 5
@@ -98,7 +98,7 @@ def prepare_training(
 def fixed_test_batch(test_set: Dataset, n: int = 8) -> Tensor:
     """Return the model input of the first ``n`` test items (images ``[n, C, H, W]``, events
     ``[T, n, 2, H, W]``): the fixed batch of the per-epoch reconstruction grids."""
-    from snngen.train import batch_to_input
+    from snngen.training import batch_to_input
 
     items = [test_set[i][0] for i in range(min(n, len(test_set)))]
     return batch_to_input(torch.stack(items))
@@ -135,6 +135,14 @@ def check_hardware(cfg: RunConfig) -> None:
             raise ConfigError(
                 f"trainer.devices={t.devices}: a device list needs GPUs; on CPU give a number"
             )
+    if t.max_cpu_minutes is not None:
+        from snngen.training import _expected_world_size
+
+        if _expected_world_size(cfg) > 1:
+            raise ConfigError(
+                "trainer.max_cpu_minutes: a CPU-time budget needs one process (each process "
+                "would stop at a different step); use trainer.max_steps with several devices"
+            )
     if t.precision in ("16-mixed", "16", "16-true") and not on_gpu:
         raise ConfigError(
             f"trainer.precision={t.precision}: float16 needs a GPU; on CPU use 32-true or "
@@ -144,7 +152,7 @@ def check_hardware(cfg: RunConfig) -> None:
 
 def check_data(cfg: RunConfig, train_set: Dataset, test_set: Dataset) -> None:
     """Refuse empty splits and a training split smaller than one global batch."""
-    from snngen.train import _expected_world_size
+    from snngen.training import _expected_world_size
 
     for split, ds in (("train", train_set), ("test", test_set)):
         if len(ds) == 0:

@@ -19,7 +19,7 @@ from snngen.config import MAX_IMAGE_SIZE, RunConfig, load_config
 from snngen.errors import ConfigError, SnngenError
 from snngen.files import CheckpointError, is_state_dict, load_checkpoint
 from snngen.models import DataInfo, GenerativeModel, build_model
-from snngen.train import CKPT_DIR, LAST_CKPT
+from snngen.training import CKPT_DIR, LAST_CKPT
 
 CONFIG_FILE = "config.yaml"
 
@@ -63,6 +63,8 @@ class Run:
     info: DataInfo
     model: GenerativeModel
     meta: dict
+    #: the end-of-run metrics (``metrics.json``) when :func:`snngen.train` evaluated the run
+    metrics: dict | None = None
 
 
 def checkpoint_path(run_dir: Path) -> Path:
@@ -122,9 +124,15 @@ MAX_TIME_BINS = 100_000
 
 
 def load_run(
-    run_dir: str | Path, map_location: str | torch.device = "cpu", ema: bool = True
+    run_dir: str | Path,
+    map_location: str | torch.device = "cpu",
+    ema: bool = True,
+    checkpoint: str | None = None,
 ) -> Run:
     """Open a run folder and return its model with the checkpoint's weights (EMA ones if any).
+
+    ``checkpoint``: the file name of another checkpoint in ``RUN/checkpoints/`` to read instead
+    of ``last.ckpt`` (e.g. a CPU-budget snapshot ``cpu_1_of_4.ckpt``).
 
     The checkpoint is loaded as data only (``weights_only``): a file that would run code is
     refused. Raises :class:`SnngenError` if the folder is not a run, the checkpoint is not a valid
@@ -133,6 +141,12 @@ def load_run(
     path = check_run_dir(run_dir)
     cfg = load_config(path / CONFIG_FILE, check_eval=False)  # its eval is chosen per command
     ckpt_file = checkpoint_path(path)
+    if checkpoint is not None:
+        if Path(checkpoint).name != checkpoint:
+            raise SnngenError(f"checkpoint {checkpoint!r}: give a file name in {ckpt_file.parent}")
+        ckpt_file = ckpt_file.parent / checkpoint
+        if not ckpt_file.is_file():
+            raise SnngenError(f"run folder {path} has no checkpoint {CKPT_DIR}/{checkpoint}")
     ckpt = read_checkpoint(ckpt_file, map_location=map_location)
     meta = ckpt["snngen"]
     if meta["model_name"] != cfg.model.name:

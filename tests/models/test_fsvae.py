@@ -343,7 +343,7 @@ def test_ann_vae_shares_shapes_and_has_gaussian_kl():
 
 
 def test_short_training_run_reduces_reconstruction_error(tmp_path):
-    from snngen.train import fit
+    from snngen.training import fit
 
     gen = torch.Generator().manual_seed(0)
     # images made of a few bars, so there is something to learn

@@ -8,7 +8,7 @@ import torch
 
 from snngen.config import build_run_config
 from snngen.models.inherit import load_source_state
-from snngen.train import fit
+from snngen.training import fit
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from snngen.errors import SnngenError
 from snngen.models import DataInfo, build_model
 from snngen.models.prior import PriorConfig, SpikingGPT, VQPrior, sample_logits
 from snngen.runs import CONFIG_FILE, load_run
-from snngen.train import fit
+from snngen.training import fit
 
 STAGE1 = dict(
     name="vqvae",
@@ -336,7 +336,7 @@ def test_import_original_gpt_into_a_prior(stage1_runs):
 def test_adamw_gets_mingpt_groups():
     """The trainer's optimiser over ``optimizer_groups()``: Linear weights decay with
     ``optim.weight_decay``, everything else with 0 (the original's minGPT groups)."""
-    from snngen.train import make_optimizer
+    from snngen.training import make_optimizer
 
     cfg = build_run_config({"model": {"name": "vq_prior", "stage1_run": "unused"},
                             "optim": {"name": "adamw", "lr": 1e-3, "betas": [0.9, 0.95],

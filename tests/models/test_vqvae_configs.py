@@ -12,7 +12,7 @@ from torch.utils.data import TensorDataset
 from snngen.config import load_config, save_config, to_dict
 from snngen.models import DataInfo, build_model
 from snngen.runs import CONFIG_FILE
-from snngen.train import fit, make_optimizer
+from snngen.training import fit, make_optimizer
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 STAGE1 = sorted(CONFIGS.glob("vqvae_*.yaml"))

@@ -18,7 +18,7 @@ from fs_helpers import BASE_CONFIG, shown_lines, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import snngen.train
+import snngen.training
 from snngen.cli import main
 
 FAST = settings(max_examples=150, deadline=None, derandomize=True,
@@ -107,7 +107,7 @@ def check_train(config: bytes, overrides: list[str], capsys, monkeypatch) -> Non
 @FAST
 @given(config=CONFIG_FILES, overrides=OVERRIDES)
 def test_fuzz_train_config_and_overrides(config, overrides, capsys, monkeypatch):
-    monkeypatch.setattr(snngen.train, "fit", fake_fit)
+    monkeypatch.setattr(snngen.training, "fit", fake_fit)
     check_train(config, overrides, capsys, monkeypatch)
 
 
@@ -115,7 +115,7 @@ def test_fuzz_train_config_and_overrides(config, overrides, capsys, monkeypatch)
 @SLOW
 @given(config=CONFIG_FILES, overrides=OVERRIDES)
 def test_fuzz_train_many(config, overrides, capsys, monkeypatch):
-    monkeypatch.setattr(snngen.train, "fit", fake_fit)
+    monkeypatch.setattr(snngen.training, "fit", fake_fit)
     check_train(config, overrides, capsys, monkeypatch)
 
 

@@ -8,6 +8,7 @@ from snngen.conversion.convert import (
     conversion_report,
     convert_unet,
 )
+from snngen.conversion.model import convert_model, noisy_inputs
 
 __all__ = [
     "ConversionReport",
@@ -15,5 +16,7 @@ __all__ = [
     "ConvertedUNet",
     "calibrate_thresholds",
     "conversion_report",
+    "convert_model",
     "convert_unet",
+    "noisy_inputs",
 ]

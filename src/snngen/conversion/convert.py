@@ -178,6 +178,10 @@ class ConvertedUNet(nn.Module):
         """The spiking body's output ``[T, B, ch, H, W]``."""
         return self.unet.body(x, t, self.timesteps)
 
+    def set_threshold_scale(self, scale: float) -> None:
+        """Threshold-guided inference, as :meth:`SpikingUNet.set_threshold_scale`."""
+        self.unet.set_threshold_scale(scale)
+
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         h = self.body(x, t).mean(dim=0, keepdim=True)
         return self.unet.head(h.expand(self.unet.cfg.timesteps, *h.shape[1:]))

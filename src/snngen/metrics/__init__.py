@@ -14,7 +14,8 @@ CPU; ``snngen classifier <dataset>`` trains and caches it), Inception-v3 pool3
 module. Scores work on features, so a reference set is embedded once and reused.
 
 How a run is measured (feature network, resize, sample count, reference split) is a named
-protocol, :mod:`snngen.metrics.protocols` (``snngen``, ``sddpm``, ``fsvae``, ``tts_vqvae``).
+protocol, :mod:`snngen.metrics.protocols` (``snngen``, ``leaderboard``,
+``sddpm``, ``fsvae``, ``tts_vqvae``).
 """
 
 from snngen.metrics.autoencoder import (

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from snngen.console import progress_bar
 from snngen.errors import SnngenError
 from snngen.generation import model_device
 
@@ -110,6 +110,21 @@ def _batches(images: Tensor | Iterable, batch_size: int) -> Iterable[Tensor]:
         yield item[0] if isinstance(item, (tuple, list)) else item
 
 
+def _num_images(images: Tensor | Iterable) -> int | None:
+    """The number of images in ``images`` where it is known without reading them: a tensor, a
+    DataLoader (its dataset's length), a sample stream of ``n`` (``.n``, ``.plan.n``)."""
+    if isinstance(images, Tensor):
+        return images.shape[0]
+    if isinstance(images, torch.utils.data.DataLoader):
+        try:
+            return len(images.dataset)  # type: ignore[arg-type]
+        except TypeError:
+            return None
+    plan = getattr(images, "plan", None)
+    n = getattr(plan, "n", getattr(images, "n", None))
+    return n if isinstance(n, int) else None
+
+
 def _num_batches(images: Tensor | Iterable, batch_size: int) -> int | None:
     if isinstance(images, Tensor):
         return -(-images.shape[0] // batch_size)
@@ -135,8 +150,9 @@ def extract_features(
     :class:`Features` of the same network is returned unchanged (precomputed). ``net``: a
     :class:`FeatureNet` or any module (wrapped in :class:`ModuleFeatures`). ``batch_size``:
     images per forward pass for tensor inputs (default: the net's ``batch_size``). Batches go
-    to the net's device; the result is float32 on the CPU. ``progress``: tqdm bar on/off;
-    ``None`` shows it for sets of more than ``PROGRESS_MIN_BATCHES`` batches.
+    to the net's device; the result is float32 on the CPU. ``progress``: the ``features`` bar
+    (:func:`snngen.console.progress_bar`, in images) on/off; ``None`` shows it for sets of more
+    than ``PROGRESS_MIN_BATCHES`` batches. ``desc``: what the images are (``fake``, ``real``).
     """
     if not isinstance(net, FeatureNet):
         net = ModuleFeatures(net)
@@ -155,18 +171,18 @@ def extract_features(
     was_training = net.training
     net.eval()
     feats, logits = [], []
+    label = f"features ({net.name})" if desc == "features" else f"features ({desc}, {net.name})"
+    bar = progress_bar(desc=label, total=_num_images(images), unit="img", enabled=progress)
     try:
-        bar = tqdm(
-            _batches(images, batch_size), total=total, desc=f"{desc} [{net.name}]",
-            unit="batch", disable=not progress, leave=False,
-        )
-        for batch in bar:
+        for batch in _batches(images, batch_size):
             f, lg = net.features_and_logits(batch.to(device))
             feats.append(f.float().cpu())
             if lg is not None:
                 logits.append(lg.float().cpu())
+            bar.update(batch.shape[0])
     finally:
         net.train(was_training)
+        bar.close()
     if not feats:
         raise MetricsError(f"extract_features: no images given to feature network {net.name!r}")
     return Features(torch.cat(feats), torch.cat(logits) if logits else None, net.name)

@@ -13,6 +13,8 @@ snngen     in-package           bilinear (antialiased) to   1,000    test split 
            classifier at 32 px  32 px; Inception (TF1
            (Inception where a   bilinear to 299) where a
            set has no labels)   dataset has no classifier
+leaderb.   in-package           bilinear (antialiased) to   5,000    whole training split
+           classifier at 32 px  32 px (``leaderboard``)                  (mnist5k: 4,500)
 sddpm      Inception pool3      float, torch bilinear to    50,000   whole training split; IS
                                 299 (SDDPM's score/ code)            in 10 splits, in order
 fsvae      Inception pool3      8-bit, PIL bicubic to 299   5,000    whole test split (CelebA:
@@ -151,6 +153,12 @@ PROTOCOLS: dict[str, MetricProtocol] = {
             n_samples=1000, reference_split="test", reference_n=10_000,
             conventions="snngen's fast default: the in-package classifier at 32 px for every "
             "model of a dataset",
+        ),
+        MetricProtocol(
+            "leaderboard", 1, features="classifier", resize="bilinear-antialias",
+            quantize=False, n_samples=5000, reference_split="train",
+            conventions="snngen's leaderboard: the in-package classifier at 32 px, 5,000 "
+            "samples against the whole training split (mnist5k: 4,500 images)",
         ),
         MetricProtocol(
             "sddpm", 1, features="inception", resize="torch-bilinear", quantize=False,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +33,8 @@ from snngen.models import DataInfo, GenerativeModel, build_model
 
 CKPT_DIR = "checkpoints"
 LAST_CKPT = "last.ckpt"
+#: the clock of ``trainer.max_cpu_minutes``: CPU time of this process, every thread (seconds)
+cpu_clock = time.process_time
 
 
 class NonFiniteLossError(SnngenError):
@@ -85,11 +87,18 @@ def steps_per_epoch(n_items: int, batch_size: int, world_size: int) -> int:
     return max(1, n_items // (batch_size * world_size))
 
 
+#: the step budget of a run limited by CPU time alone (``max_cpu_minutes``, no step count)
+UNLIMITED_STEPS = 2**62
+
+
 def total_steps(cfg: RunConfig, n_items: int, world_size: int) -> int:
-    """Return the run's step budget: ``trainer.max_steps`` or epochs x steps per epoch."""
+    """Return the run's step budget: ``trainer.max_steps`` or epochs x steps per epoch
+    (:data:`UNLIMITED_STEPS` when only ``trainer.max_cpu_minutes`` bounds the run)."""
     if cfg.trainer.max_steps is not None:
         return cfg.trainer.max_steps
     if cfg.trainer.max_epochs is None:
+        if cfg.trainer.max_cpu_minutes is not None:
+            return UNLIMITED_STEPS
         raise SnngenError("set trainer.max_steps or trainer.max_epochs")
     spe = steps_per_epoch(n_items, cfg.data.batch_size, world_size)
     return max(1, math.ceil(cfg.trainer.max_epochs * spe))
@@ -139,6 +148,9 @@ class LitGenerative(L.LightningModule):
         self.ema = EMA(self.model, cfg.trainer.ema_decay) if cfg.trainer.ema_decay else None
         self.batches_seen = 0
         self.max_batches = 0  # set by fit()
+        # CPU seconds (process time, every thread) spent training so far, across resumes
+        self.cpu_seconds = 0.0
+        self._cpu_mark: float | None = None
         self.train_set: Dataset | None = None
         self._rng_to_restore: dict | None = None
 
@@ -178,7 +190,28 @@ class LitGenerative(L.LightningModule):
         )
 
     # -- training
+    @property
+    def cpu_budget_seconds(self) -> float | None:
+        """``trainer.max_cpu_minutes`` in seconds (None: no CPU-time limit)."""
+        m = self.cfg.trainer.max_cpu_minutes
+        return None if m is None else 60.0 * m
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run has used its step budget or its CPU-time budget."""
+        budget = self.cpu_budget_seconds
+        return self.batches_seen >= self.max_batches or (
+            budget is not None and self.cpu_seconds >= budget
+        )
+
+    def _count_cpu(self) -> None:
+        now = cpu_clock()
+        if self._cpu_mark is not None:
+            self.cpu_seconds += now - self._cpu_mark
+        self._cpu_mark = now
+
     def on_train_start(self) -> None:
+        self._cpu_mark = cpu_clock()
         if self._rng_to_restore is not None:
             set_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
@@ -205,6 +238,7 @@ class LitGenerative(L.LightningModule):
         if self.ema is not None:
             self.ema.update(self.model)
         self.batches_seen += 1
+        self._count_cpu()  # before the callbacks look at the budget
         bs = x.shape[1] if x.dim() == 5 else x.shape[0]
         self.log_dict(
             {f"train/{k}": v.detach().float() for k, v in losses.items() if v.dim() == 0},
@@ -223,7 +257,7 @@ class LitGenerative(L.LightningModule):
             logger.log_metrics(row, step=self.batches_seen)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.batches_seen >= self.max_batches:
+        if self.finished:
             self.trainer.should_stop = True
 
     # -- checkpoints
@@ -231,6 +265,7 @@ class LitGenerative(L.LightningModule):
         checkpoint["snngen"] = {
             "model_name": self.model.name,
             "batches_seen": self.batches_seen,
+            "cpu_seconds": self.cpu_seconds,
             "world_size": self.trainer.world_size,
             "rng": get_rng_state(),
             "config": to_dict(self.cfg),
@@ -248,6 +283,7 @@ class LitGenerative(L.LightningModule):
                 f"checkpoint belongs to model {meta['model_name']!r}, not {self.model.name!r}"
             )
         self.batches_seen = int(meta["batches_seen"])
+        self.cpu_seconds = float(meta.get("cpu_seconds", 0.0))
         self._rng_to_restore = meta["rng"]
 
 
@@ -305,14 +341,34 @@ class SafeCheckpointIO(TorchCheckpointIO):
         return load_checkpoint(path, map_location=map_location)
 
 
+def snapshot_name(k: int, n: int) -> str:
+    """File name (in ``checkpoints/``) of the snapshot at ``k / n`` of a CPU-time budget."""
+    return f"cpu_{k}_of_{n}.ckpt"
+
+
 class AtomicCheckpoint(L.Callback):
     """Write ``checkpoints/last.ckpt`` every ``every`` steps and at the end (atomically, through
-    :class:`SafeCheckpointIO`); :attr:`saved_step` is the step of the newest one written."""
+    :class:`SafeCheckpointIO`); :attr:`saved_step` is the step of the newest one written.
 
-    def __init__(self, run_dir: Path, every: int) -> None:
+    With ``snapshots = N`` (and a CPU-time budget) it also keeps ``checkpoints/cpu_K_of_N.ckpt``,
+    written at the first step where the CPU time reaches ``K / N`` of the budget."""
+
+    def __init__(self, run_dir: Path, every: int, snapshots: int = 0) -> None:
         self.path = Path(run_dir) / CKPT_DIR / LAST_CKPT
         self.every = max(1, every)
+        self.snapshots = snapshots
         self.saved_step: int | None = None
+
+    def _due_snapshots(self, pl_module: LitGenerative) -> list[Path]:
+        budget = pl_module.cpu_budget_seconds
+        if not self.snapshots or budget is None:
+            return []
+        n = self.snapshots
+        return [
+            p for k in range(1, n)
+            if pl_module.cpu_seconds >= budget * k / n
+            and not (p := self.path.parent / snapshot_name(k, n)).is_file()
+        ]
 
     def save(self, trainer: L.Trainer, step: int) -> None:
         # a save, nothing is loaded: weights_only=False here means "also write the optimiser,
@@ -322,7 +378,9 @@ class AtomicCheckpoint(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         k = pl_module.batches_seen
-        if k % self.every == 0 or k >= pl_module.max_batches:
+        for snap in self._due_snapshots(pl_module):
+            trainer.save_checkpoint(snap, weights_only=False)
+        if k % self.every == 0 or pl_module.finished:
             self.save(trainer, k)
 
 
@@ -336,7 +394,7 @@ class GridCallback(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         k = pl_module.batches_seen
-        if not trainer.is_global_zero or (k % self.spe and k < pl_module.max_batches):
+        if not trainer.is_global_zero or (k % self.spe and not pl_module.finished):
             return
         from snngen.report import save_grids
 
@@ -348,26 +406,57 @@ class GridCallback(L.Callback):
         model.train(was_training)
 
 
-class StepProgressBar(L.pytorch.callbacks.TQDMProgressBar):
-    """A progress bar over optimiser steps (``k / total``, resumed runs start at ``k``) rather
-    than Lightning's per-epoch bar, which cannot know the length of snngen's endless loader."""
+class StepProgressBar(L.pytorch.callbacks.ProgressBar):
+    """The ``train`` bar: optimiser steps ``k / total`` (a resumed run starts at ``k``), time
+    left, steps/s and the loss, drawn once per step by rank 0 (:func:`snngen.console.progress_bar`).
 
-    def on_train_epoch_start(self, trainer, pl_module, *_) -> None:
-        super().on_train_epoch_start(trainer, pl_module)
-        bar = self.train_progress_bar
-        bar.reset(total=pl_module.max_batches)
-        bar.initial = pl_module.batches_seen
-        bar.n = pl_module.batches_seen
-        bar.set_description("train step")
+    It replaces Lightning's bars (``Training``, then ``Epoch N`` per epoch of a loader whose
+    length Lightning cannot know) instead of relabelling them, so one bar is ever drawn.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._enabled = True
+        self.bar = None
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        from snngen.console import progress_bar
+
+        total = pl_module.max_batches
+        self.bar = progress_bar(
+            desc="train", unit="step", total=total if total < UNLIMITED_STEPS else None,
+            initial=pl_module.batches_seen, enabled=self._enabled, leave=True,
+        )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        bar = self.train_progress_bar
-        if bar is not None and not bar.disable:
-            bar.n = pl_module.batches_seen
-            done = pl_module.batches_seen >= pl_module.max_batches
-            if batch_idx % self.refresh_rate == 0 or done:
-                bar.set_postfix(self.get_metrics(trainer, pl_module))
-                bar.refresh()
+        if self.bar is None or self.bar.disable:
+            return
+        postfix = {}
+        loss = trainer.progress_bar_metrics.get("loss")
+        if loss is not None:
+            postfix["loss"] = f"{float(loss):.4g}"
+        budget = getattr(pl_module, "cpu_budget_seconds", None)
+        if budget is not None:
+            postfix["cpu"] = f"{pl_module.cpu_seconds / 60:.1f}/{budget / 60:g} min"
+        self.bar.set_postfix(postfix, refresh=False)  # drawn by update(), once
+        self.bar.update(pl_module.batches_seen - self.bar.n)
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._close()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._close()  # the error message starts on a line of its own
 
 
 # ----------------------------------------------------------------------------- fit
@@ -391,7 +480,9 @@ def make_trainer(cfg: RunConfig, run_dir: Path, callbacks: list[L.Callback]) -> 
         TensorBoardLogger(run_dir, name="logs", version=csv_logger.version,
                           default_hp_metric=False),
     ]
-    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # the EMA copy
+    from snngen.console import configure_lightning
+
+    configure_lightning()  # Lightning's banners and warnings only with --verbose
     return L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
@@ -444,7 +535,7 @@ def fit(
     world = _expected_world_size(cfg)
     spe = steps_per_epoch(len(train_set), cfg.data.batch_size, world)
     lit.max_batches = total_steps(cfg, len(train_set), world)
-    saver = AtomicCheckpoint(run_dir, cfg.trainer.ckpt_every_n_steps)
+    saver = AtomicCheckpoint(run_dir, cfg.trainer.ckpt_every_n_steps, cfg.trainer.cpu_snapshots)
     callbacks: list[L.Callback] = [saver]
     if cfg.trainer.progress_bar:
         callbacks.append(StepProgressBar())

@@ -1,0 +1,233 @@
+"""Measure one leaderboard row: sampler choice, sample quality, reconstruction, cost, FID curve.
+
+Runs in its own single-threaded process (``python -m snngen.board.measure BOARD ROW``) and
+writes ``BOARD/rows/<row>.json`` and the row's first 8 samples ``BOARD/rows/<row>_samples.npy``
+(``[8, C, H, W]`` in [0, 1]). Every row is measured alike:
+
+1. diffusion rows draw ``sweep_n`` samples with each (solver, steps) of the sweep and keep the
+   one with the lowest classifier FID (same seed for every try);
+2. ``n_samples`` samples (seed ``settings.seed``), their sampling CPU time per sample, FID, KID
+   (mean and std over subsets) and precision/recall on the classifier features against the
+   training images (protocol ``leaderboard``), Inception FID of the first ``inception_n``;
+3. reconstruction MSE of the 500 test images where the model reconstructs;
+4. SOPs, MACs, energy and firing rate per sample, counted on drawing 8 samples;
+5. classifier FID of ``curve_n`` samples at each CPU-budget snapshot of the row's last stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from snngen.board.entries import CONVERSION_TIMESTEPS, SNAPSHOTS, Entry, Stage, entry
+from snngen.board.settings import INCEPTION_PROTOCOL, PROTOCOL, Board, BoardSettings
+from snngen.training import snapshot_name
+
+#: calibration images (training split) of the ANN-to-SNN conversion
+CALIBRATION_IMAGES = 256
+#: test images reconstructed for the MSE column
+RECON_IMAGES = 500
+#: samples the spike and operation counts are measured on
+COST_SAMPLES = 8
+
+
+def checkpoint_meta(run_dir: Path, name: str = "last.ckpt") -> dict[str, Any]:
+    """The snngen metadata of a run's checkpoint (batches_seen, cpu_seconds, ...)."""
+    from snngen.runs import read_checkpoint
+
+    return read_checkpoint(run_dir / "checkpoints" / name)["snngen"]
+
+
+def stage_start_cpu(board: Board, stage: Stage) -> float:
+    """CPU seconds spent on a row before ``stage`` began: the stage-1 run of a prior, the
+    inherited snapshot of SDM."""
+    return sum(checkpoint_meta(board.run_dir(key), stage.from_snapshot or "last.ckpt")
+               ["cpu_seconds"] for key in stage.after)
+
+
+def training_record(board: Board, e: Entry) -> dict[str, Any]:
+    """CPU seconds and steps of each of the row's stages, and the total CPU minutes."""
+    stage = e.final_stage
+    meta = checkpoint_meta(board.run_dir(stage.key))
+    start = stage_start_cpu(board, stage)
+    stages = []
+    for k in stage.after:
+        parent = checkpoint_meta(board.run_dir(k), stage.from_snapshot or "last.ckpt")
+        stages.append({"stage": k, "checkpoint": stage.from_snapshot or "last.ckpt",
+                       "cpu_seconds": round(parent["cpu_seconds"], 2),
+                       "steps": parent["batches_seen"]})
+    stages.append({"stage": stage.key, "cpu_seconds": round(meta["cpu_seconds"], 2),
+                   "steps": meta["batches_seen"]})
+    return {"cpu_minutes": round((start + meta["cpu_seconds"]) / 60, 3), "stages": stages}
+
+
+def open_model(board: Board, e: Entry, checkpoint: str | None = None):
+    """The row's model (from ``checkpoint`` of its last stage, default ``last.ckpt``), its run
+    and, for the converted row, the conversion's CPU seconds."""
+    from snngen.runs import load_run
+
+    run = load_run(board.run_dir(e.final_stage.key), checkpoint=checkpoint)
+    model, seconds = run.model, None
+    if e.convert:
+        from snngen.conversion import convert_model
+        from snngen.runs import open_datasets
+
+        t0 = time.process_time()
+        train, _ = open_datasets(run.cfg)
+        images = torch.stack([train[i][0] for i in range(min(CALIBRATION_IMAGES, len(train)))])
+        model = convert_model(model, images, timesteps=CONVERSION_TIMESTEPS)
+        seconds = time.process_time() - t0
+    return model.eval(), run, seconds
+
+
+def draw(model, n: int, settings: BoardSettings, options: dict) -> tuple[torch.Tensor, float]:
+    """``n`` samples ``[n, C, H, W]`` (seed ``settings.seed``) and the CPU ms per sample."""
+    from snngen.evaluation import generate
+
+    t0 = time.process_time()
+    x = generate(model, n, settings.batch_size, settings.seed, progress=False, **options)
+    return x, 1000 * (time.process_time() - t0) / n
+
+
+def fid_only(ready, images: torch.Tensor, settings: BoardSettings) -> float:
+    from snngen.metrics.protocols import measure
+
+    return measure(ready, images, seed=settings.seed, batch_size=settings.batch_size,
+                   progress=False)["fid"].value
+
+
+def plans(cfg, settings: BoardSettings) -> dict[str, Any]:
+    """The prepared measurements: full (fid, kid, pr on n_samples), sweep and curve (fid)."""
+    from snngen.metrics.protocols import DataSource, plan_evaluation, prepare_measurement
+
+    source = DataSource(cfg.data.name)  # one reference for every row: the native 28-px digits
+
+    def ready(metrics, n, protocol=PROTOCOL, features=None):
+        plan = plan_evaluation(cfg.data.name, metrics, n, protocol=protocol, features=features)
+        return prepare_measurement(plan, source, batch_size=settings.batch_size, progress=False)
+
+    out = {"full": ready(["fid", "kid", "pr"], settings.n_samples),
+           "sweep": ready(["fid"], settings.sweep_n), "curve": ready(["fid"], settings.curve_n)}
+    if settings.inception_n:
+        out["inception"] = ready(["fid"], settings.inception_n, INCEPTION_PROTOCOL, "inception")
+    return out
+
+
+def choose_sampler(model, ready, settings: BoardSettings) -> tuple[dict, list[dict]]:
+    """The sweep's (solver, steps) with the lowest classifier FID, and every try."""
+    tries = []
+    for solver, steps in settings.sweep:
+        x, ms = draw(model, settings.sweep_n, settings, {"solver": solver, "steps": steps})
+        tries.append({"solver": solver, "steps": steps, "fid": fid_only(ready, x, settings),
+                      "sample_cpu_ms": round(ms, 2)})
+    best = min(tries, key=lambda r: r["fid"])
+    return {"solver": best["solver"], "steps": best["steps"]}, tries
+
+
+@torch.no_grad()
+def sample_cost(model, options: dict) -> dict[str, Any]:
+    """SOPs, MACs, energy (uJ) and firing rate per sample, counted on drawing 8 samples."""
+    from snngen.spiking.monitor import Monitor
+
+    with Monitor(model, n_samples=COST_SAMPLES) as mon:
+        model.sample(COST_SAMPLES, generator=torch.Generator().manual_seed(0), **options)
+    t = mon.totals()
+    return {"sops": t["sops"], "macs": t["macs"], "energy_uj": t["energy_pj"] / 1e6,
+            "firing_rate": t["firing_rate"]}
+
+
+def curve(board: Board, e: Entry, ready, options: dict, final_fid: float,
+          final_minutes: float) -> list[dict]:
+    """Classifier FID of ``curve_n`` samples at each snapshot of the last stage, and the end."""
+    settings = board.settings
+    stage = e.final_stage
+    start = stage_start_cpu(board, stage)
+    points = []
+    for k in range(1, SNAPSHOTS):
+        name = snapshot_name(k, SNAPSHOTS)
+        if not (board.run_dir(stage.key) / "checkpoints" / name).is_file():
+            continue  # the run ended before reaching it (a budget of a few steps)
+        model, _, _ = open_model(board, e, checkpoint=name)
+        x, _ = draw(model, settings.curve_n, settings, options)
+        cpu = start + checkpoint_meta(board.run_dir(stage.key), name)["cpu_seconds"]
+        points.append({"cpu_minutes": round(cpu / 60, 3), "fid": fid_only(ready, x, settings)})
+    points.append({"cpu_minutes": final_minutes, "fid": final_fid})
+    return points
+
+
+def measure_row(board: Board, row: str) -> dict[str, Any]:
+    """Measure row ``row`` of ``board``; writes and returns its record."""
+    from snngen.evaluation import reconstruction_mse
+    from snngen.files import write_text
+    from snngen.runs import open_datasets
+
+    settings = board.settings
+    e = entry(row)
+    t_wall = time.perf_counter()
+    model, run, conversion_s = open_model(board, e)
+    ready = plans(run.cfg, settings)
+    options: dict = {}
+    sweep = None
+    if e.diffusion:
+        options, sweep = choose_sampler(model, ready["sweep"], settings)
+    x, ms = draw(model, settings.n_samples, settings, options)
+    from snngen.metrics.protocols import measure
+
+    scores = measure(ready["full"], x, seed=settings.seed, batch_size=settings.batch_size,
+                     progress=False)
+    rec: dict[str, Any] = {
+        "row": e.key, "label": e.label, "family": e.family, "spiking": e.spiking,
+        "budget_minutes": settings.budget_minutes, "settings": settings.record(),
+        "protocol": ready["full"].record, "notes": e.notes,
+        "training": training_record(board, e),
+        "sampler": options or None, "sweep": sweep,
+        "fid": scores["fid"].value,
+        "kid": scores["kid"].value, "kid_std": scores["kid"].std,
+        "precision": scores["precision"].value, "recall": scores["recall"].value,
+        "sample_cpu_ms": round(ms, 2),
+    }
+    if conversion_s is not None:
+        rec["conversion"] = {"timesteps": CONVERSION_TIMESTEPS, "calibration_images":
+                             CALIBRATION_IMAGES, "cpu_seconds": round(conversion_s, 2)}
+    if "inception" in ready:
+        rec["inception_fid"] = fid_only(ready["inception"], x[: settings.inception_n], settings)
+        rec["inception_protocol"] = ready["inception"].record
+    if model.can_reconstruct:
+        _, test = open_datasets(run.cfg)
+        rec["mse"] = reconstruction_mse(model, test, RECON_IMAGES, settings.batch_size)["value"]
+    rec["cost"] = sample_cost(model, options)
+    head = fid_only(ready["curve"], x[: settings.curve_n], settings)
+    rec["curve"] = curve(board, e, ready["curve"], options, head,
+                         rec["training"]["cpu_minutes"])
+    rec["measure_wall_seconds"] = round(time.perf_counter() - t_wall, 1)
+    board.row_samples(e.key).parent.mkdir(parents=True, exist_ok=True)
+    np.save(board.row_samples(e.key), x[:8].numpy().astype(np.float32))
+    write_text(board.row_file(e.key), json.dumps(rec, indent=2))
+    return rec
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="measure one leaderboard row (run by the board)")
+    p.add_argument("board", help="board folder (with board.json)")
+    p.add_argument("row", help="row key")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    root = Path(args.board)
+    record = json.loads((root / "board.json").read_text())
+    fields = {k: record[k] for k in BoardSettings.__dataclass_fields__}
+    fields["sweep"] = tuple(tuple(s) for s in fields["sweep"])
+    board = Board(root, BoardSettings(**fields))
+    rec = measure_row(board, args.row)
+    print(json.dumps({k: rec[k] for k in ("row", "fid", "kid", "sampler")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -159,7 +159,7 @@ def run_leaderboard(
     board = Board(Path(out) if out else default_board_dir(settings), settings)
     board.open()
     todo = plan_jobs(board, chosen, remeasure=remeasure)
-    echo(f"snngen leaderboard: {len(chosen)} models on mnist5k, {settings.budget_minutes:g} "
+    echo(f"snngen leaderboard: {len(chosen)} model(s) on mnist5k, {settings.budget_minutes:g} "
          f"CPU-min of training each, {len(todo)} jobs to run ({workers} at once), board "
          f"folder {board.root}")
     t0 = time.perf_counter()

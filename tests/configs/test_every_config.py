@@ -215,7 +215,8 @@ def check_metrics(name: str, run: Path, metrics: list[str]) -> dict:
 #: each protocol's reference split, from the issue's protocol list (pytorch-fid's SDDPM and
 #: tts_vqvae numbers against training-set statistics; FSVAE's clean-fid against the test split,
 #: CelebA's valid split; snngen's fast default against the test split)
-REFERENCE_SPLITS = {"snngen": "test", "sddpm": "train", "tts_vqvae": "train", "fsvae": "test"}
+REFERENCE_SPLITS = {"snngen": "test", "leaderboard": "train", "sddpm": "train",
+                    "tts_vqvae": "train", "fsvae": "test"}
 
 
 def run_and_check(name: str, env: Env, add_metrics: tuple[str, ...] = ()) -> dict:

@@ -63,15 +63,9 @@ def plot_fid_vs_budget(rows: list[dict[str, Any]], path: Path) -> Path:
         pts = sorted(r["curve"], key=lambda p: p["cpu_minutes"])
         ax.plot([p["cpu_minutes"] for p in pts], [p["fid"] for p in pts], marker="o",
                 ms=3, ls="-" if r["spiking"] else "--", label=_label(r))
-    ax.set_yscale("log")
-    ax.set_xlabel("training CPU-minutes (one thread)")
-    ax.set_ylabel(f"classifier FID ({rows[0]['settings']['curve_n']:,} samples)")
-    ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="upper right", ncol=1)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path, "training CPU-minutes (one thread)",
+                   rows[0]["settings"]["curve_n"])
 
 
 def plot_fid_vs_energy(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -84,9 +78,15 @@ def plot_fid_vs_energy(rows: list[dict[str, Any]], path: Path) -> Path:
         ax.annotate(_label(r), (e, r["fid"]), fontsize=7, xytext=(4, 3),
                     textcoords="offset points")
     ax.set_xscale("log")
+    return _finish(plt, fig, ax, path, "energy per sample (µJ; 0.9 pJ/SOP, 4.6 pJ/MAC)",
+                   rows[0]["settings"]["n_samples"])
+
+
+def _finish(plt, fig, ax, path: Path, xlabel: str, n: int) -> Path:
+    """Log FID axis, labels, grid; save at :data:`DPI` and close."""
     ax.set_yscale("log")
-    ax.set_xlabel("energy per sample (µJ; 0.9 pJ/SOP, 4.6 pJ/MAC)")
-    ax.set_ylabel(f"classifier FID ({rows[0]['settings']['n_samples']:,} samples)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"classifier FID ({n:,} samples)")
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)

@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training CPU-minutes per model, one thread each (default 5: the whole "
                    "board in about 2-2.5 hours on 2 cores)")
     p.add_argument("--quick", action="store_true",
-                   help="a smoke test: 3 CPU-seconds per model, 200 samples, no Inception "
+                   help="a smoke test: 3 CPU-seconds per model, 100 samples, no Inception "
                    "(writes into the board folder, not docs/)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="board folder (default runs/leaderboard/mnist5k_<budget>min): runs, "

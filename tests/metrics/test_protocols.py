@@ -106,7 +106,8 @@ def test_protocol_fields_follow_the_papers():
         s.n_samples = 10  # type: ignore[misc]
     with pytest.raises(MetricsError, match="measures on inception features"):
         s.features_for("cifar10", "classifier")
-    with pytest.raises(MetricsError, match="choose from snngen, leaderboard, sddpm, fsvae, tts_vqvae"):
+    with pytest.raises(MetricsError,
+                       match="choose from snngen, leaderboard, sddpm, fsvae, tts_vqvae"):
         get_protocol("nope")
 
 

@@ -4,9 +4,13 @@ split of every row. (The whole board end to end: tests/test_board_quick.py, slow
 import copy
 import json
 import struct
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from snngen.board import BoardSettings, plan_jobs, stage_budget, train_overrides
 from snngen.board import measure as board_measure
@@ -187,3 +191,76 @@ def test_write_board_refuses_a_row_of_another_budget(tmp_path):
     with pytest.raises(SnngenError, match="another budget"):
         write_board(board, [entry("sae"), entry("sddpm")], wall_seconds=1.0, doc=None,
                     img_dir=None, echo=lambda s: None)
+
+
+def test_every_plan_of_a_row_reads_the_leaderboard_reference(monkeypatch):
+    """The board asks the protocol which images its reference reads (the digits as published,
+    with the run's root), for every plan, the Inception one included: a row's config that pads
+    or resizes changes nothing."""
+    import snngen.metrics.protocols as protocols
+    from snngen.config import load_config
+
+    asked = []
+    monkeypatch.setattr(protocols, "prepare_measurement",
+                        lambda plan, source, **_: asked.append((plan.protocol.name, source)))
+    config = Path(__file__).resolve().parents[1] / "configs" / "fsvae_mnist5k.yaml"
+    for overrides in ([], list(entry("fsvae").final_stage.overrides)):  # pads; resizes
+        cfg = load_config(config, [*overrides, "data.root=/data/here"])
+        assert cfg.data.options and cfg.data.image_size == 32
+        asked.clear()
+        ready = board_measure.plans(cfg, SETTINGS)
+        assert set(ready) == {"full", "sweep", "curve", "inception"}
+        want = protocols.DataSource("mnist5k", "/data/here")
+        assert want == protocols.reference_source(protocols.get_protocol("leaderboard"),
+                                                  cfg.data)
+        assert asked == [("leaderboard", want)] * 3 + [("snngen", want)]
+
+
+def test_a_row_reads_each_checkpoint_once(tmp_path, monkeypatch):
+    """SDM's row: its parent's snapshot, its own last checkpoint and snapshots are each read
+    once (metadata and weights together), and its CPU minutes add up as before."""
+    import snngen.metrics.protocols as protocols
+
+    board = Board(tmp_path, SETTINGS)
+    board.open()
+    cpu = {("sddpm", "cpu_3_of_4.ckpt"): 225.0, ("sdm_tsm", "last.ckpt"): 75.0,
+           ("sdm_tsm", "cpu_1_of_4.ckpt"): 21.0, ("sdm_tsm", "cpu_2_of_4.ckpt"): 39.0}
+    ckpts = board.run_dir("sdm_tsm") / "checkpoints"
+    ckpts.mkdir(parents=True)
+    for name in ("last.ckpt", "cpu_1_of_4.ckpt", "cpu_2_of_4.ckpt"):  # no 3 of 4: ended early
+        (ckpts / name).write_bytes(b"")
+    reads = Counter()
+
+    def meta(key, name):
+        return {"cpu_seconds": cpu[(key, name)], "batches_seen": 7}
+
+    def checkpoint_meta(run_dir, name="last.ckpt"):
+        reads[(run_dir.name, name)] += 1
+        return meta(run_dir.name, name)
+
+    def open_model(board_, e_, checkpoint=None):  # load_run: weights and metadata at once
+        key, name = e_.final_stage.key, checkpoint or "last.ckpt"
+        reads[(key, name)] += 1
+        return SimpleNamespace(can_reconstruct=False), SimpleNamespace(cfg=None,
+                                                                       meta=meta(key, name)), None
+
+    score = SimpleNamespace(value=1.0, std=0.1)
+    monkeypatch.setattr(board_measure, "checkpoint_meta", checkpoint_meta)
+    monkeypatch.setattr(board_measure, "open_model", open_model)
+    monkeypatch.setattr(board_measure, "plans", lambda cfg, settings: {
+        k: SimpleNamespace(record={"name": k}) for k in ("full", "sweep", "curve", "inception")})
+    monkeypatch.setattr(board_measure, "choose_sampler",
+                        lambda *a: ({"solver": "ddim", "steps": 10}, []))
+    monkeypatch.setattr(board_measure, "draw", lambda model, n, *a: (torch.zeros(n, 1, 4, 4), 1))
+    monkeypatch.setattr(board_measure, "fid_only", lambda *a: 2.0)
+    monkeypatch.setattr(board_measure, "sample_cost", lambda *a: {})
+    monkeypatch.setattr(protocols, "measure", lambda *a, **k: {
+        m: score for m in ("fid", "kid", "precision", "recall")})
+    rec = board_measure.measure_row(board, "sdm")
+    assert set(reads) == set(cpu) and set(reads.values()) == {1}, reads
+    assert rec["training"] == {"cpu_minutes": 5.0, "stages": [
+        {"stage": "sddpm", "checkpoint": "cpu_3_of_4.ckpt", "cpu_seconds": 225.0, "steps": 7},
+        {"stage": "sdm_tsm", "cpu_seconds": 75.0, "steps": 7}]}
+    assert rec["curve"] == [{"cpu_minutes": 4.1, "fid": 2.0}, {"cpu_minutes": 4.4, "fid": 2.0},
+                            {"cpu_minutes": 5.0, "fid": 2.0}]
+    assert json.loads(board.row_file("sdm").read_text())["training"] == rec["training"]

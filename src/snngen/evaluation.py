@@ -314,10 +314,12 @@ def evaluate_model(
 
     ``mse``: reconstruction error of ``n`` test items (images in [0, 1]); ``fid``, ``kid``,
     ``is``, ``pr``: ``n`` samples against the protocol's reference set. ``"protocol"`` records
-    the protocol's name and version, the sample count, the reference split and where the
-    reference statistics came from; every entry records its sample counts and feature network.
+    the protocol's name and version, the sample count, the reference split and the reference
+    read (its image size and cache file: a ``native_reference`` protocol reads the dataset as
+    published, :func:`~snngen.metrics.protocols.reference_source`); every entry records its
+    sample counts and feature network.
     """
-    from snngen.metrics.protocols import DataSource, measure, prepare_measurement
+    from snngen.metrics.protocols import measure, prepare_measurement, reference_source
 
     e = cfg.eval
     protocol = protocol or e.protocol
@@ -337,7 +339,8 @@ def evaluate_model(
     real = None
     if module is not None:
         real = [as_images(x) for x in test_batches(test_set, plan.n, bs)]
-    ready = prepare_measurement(plan, DataSource.of(cfg.data), features=module, real=real,
+    ready = prepare_measurement(plan, reference_source(plan.protocol, cfg.data),
+                                features=module, real=real,
                                 batch_size=bs)  # every file and split read before sampling
     out["protocol"] = ready.record
     if "mse" in metrics and model.can_reconstruct:
@@ -357,14 +360,15 @@ def evaluate_model(
 
 
 def _ae_fd(fake, plan, cfg: RunConfig, batch_size: int):
-    """FSVAE's autoencoder Frechet distance of ``fake`` against the plan's reference split
-    (opened at the run's image size)."""
+    """FSVAE's autoencoder Frechet distance of ``fake`` against the plan's reference split, read
+    as the protocol reads its reference (:func:`~snngen.metrics.protocols.reference_source`: the
+    run's data section, or the dataset as published; the encoder resizes to its own size)."""
     from snngen.metrics import ae_frechet_distance, feature_network
-    from snngen.metrics.protocols import DataSource, ReferenceImages
+    from snngen.metrics.protocols import ReferenceImages, reference_source
 
     encoder = feature_network("autoencoder", dataset=cfg.data.name, root=cfg.data.root)
-    real = ReferenceImages(DataSource.of(cfg.data), plan.split, plan.protocol.reference_n,
-                           batch_size)
+    real = ReferenceImages(reference_source(plan.protocol, cfg.data), plan.split,
+                           plan.protocol.reference_n, batch_size)
     return ae_frechet_distance(fake, real, encoder, batch_size=batch_size)
 
 

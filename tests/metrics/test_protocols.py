@@ -33,11 +33,13 @@ from snngen.metrics.inception import (
 from snngen.metrics.protocols import (
     PROTOCOLS,
     DataSource,
+    ReferenceImages,
     get_protocol,
     load_ref_stats,
     plan_evaluation,
     prepare_measurement,
     reference_features,
+    reference_source,
     score_features,
 )
 
@@ -444,3 +446,92 @@ def test_celeba_valid_split_is_fsvaes_reference(tmp_path):
     assert split == "valid" and [p.name for p in valid.files] == ["000002.jpg"]
     with pytest.raises(DataError, match="choose 'train' or 'test'"):
         get_dataset("mnist5k", split="valid")
+
+
+# ----------------------------------------------------------------------------- reference source
+
+PAD_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "fsvae_mnist5k.yaml"
+
+
+def _padding_config(root: str | None = None):
+    """A shipped mnist5k config whose data section changes the images: 28 -> 32 px by padding."""
+    cfg = load_config(PAD_CONFIG)
+    assert (cfg.data.name, cfg.data.image_size, cfg.data.options) == ("mnist5k", 32,
+                                                                     {"fit": "pad"})
+    cfg.data.root = root
+    return cfg
+
+
+def test_leaderboard_reference_is_the_dataset_as_published_others_the_runs_data():
+    assert [k for k, p in PROTOCOLS.items() if p.native_reference] == ["leaderboard"]
+    assert get_protocol("leaderboard").record()["native_reference"] is True
+    assert get_protocol("snngen").record()["native_reference"] is False
+    assert get_protocol("leaderboard").version == 1  # the board's numbers stand
+    cfg = _padding_config(root="/data/somewhere")
+    board = reference_source(get_protocol("leaderboard"), cfg.data)
+    assert board == DataSource("mnist5k", "/data/somewhere")  # name and root only
+    assert (board.image_size, board.options) == (None, ())
+    for name in ("snngen", "sddpm", "fsvae", "tts_vqvae"):
+        assert reference_source(get_protocol(name), cfg.data) == DataSource.of(cfg.data), name
+    assert DataSource.of(cfg.data).options == (("fit", "pad"),)
+    # a DataSource of the run's data reads the same as the data section itself
+    assert reference_source(get_protocol("leaderboard"), DataSource.of(cfg.data)) == board
+
+
+class RecordingImages:
+    """Wraps :class:`ReferenceImages`: keeps each source opened and each batch shape read."""
+
+    opened: list = []
+    shapes: list = []
+
+    def __new__(cls, source, split, n, batch_size=250):
+        cls.opened.append((source, split))
+        images = ReferenceImages(source, split, n, batch_size)
+        return [cls.shapes.append(tuple(b.shape)) or b for b in images]
+
+
+@pytest.mark.parametrize("protocol", ["leaderboard", "snngen"])
+def test_eval_reads_the_protocols_reference_of_a_padding_config(protocol, monkeypatch,
+                                                                counting_network, tmp_path):
+    """``snngen eval --protocol leaderboard`` on a run that pads 28 -> 32 px reads the digits
+    as published (AE-FD: the 28-px images themselves; the classifier's reference: the published
+    digits brought to its 32 px, not padded), as the leaderboard does; ``snngen`` reads the
+    run's padded images."""
+    from tiny_model import TinyAutoencoder, TinyConfig
+
+    import snngen.metrics as metrics
+    import snngen.metrics.protocols as protocols
+    from snngen.evaluation import evaluate_model
+    from snngen.metrics.features import Features
+    from snngen.metrics.scores import GaussianStats
+    from snngen.models import DataInfo
+
+    asked = []
+
+    def fake_reference(proto, net, source, *, split, **_):  # no 32-px resize of 4,500 digits
+        asked.append((proto.name, source, split))
+        feats = extract_features(torch.rand(16, 1, 32, 32), net)
+        return GaussianStats.of(feats), Features(feats.features, None, net.name), tmp_path
+
+    monkeypatch.setattr(protocols, "reference_features", fake_reference)
+    monkeypatch.setattr(protocols, "ReferenceImages", RecordingImages)
+    monkeypatch.setattr(metrics, "feature_network", lambda *a, **k: CountingNet())
+    monkeypatch.setattr(RecordingImages, "opened", [])
+    monkeypatch.setattr(RecordingImages, "shapes", [])
+    cfg = _padding_config()
+    torch.manual_seed(0)
+    model = TinyAutoencoder(TinyConfig(hidden=8), DataInfo(channels=1, image_size=32))
+    out = evaluate_model(model, cfg, [], ["fid", "aefd"], 8, protocol=protocol, batch_size=500)
+    assert "fid" in out and "ae_fd" in out
+    assert "native_reference" not in out["protocol"]  # board rows of before it stay comparable
+    split = "train" if protocol == "leaderboard" else "test"
+    if protocol == "leaderboard":
+        assert asked == [("leaderboard", DataSource("mnist5k", None, 32), "train")]
+        assert RecordingImages.opened == [(DataSource("mnist5k"), "train")]
+        assert {s[1:] for s in RecordingImages.shapes} == {(1, 28, 28)}
+        assert sum(s[0] for s in RecordingImages.shapes) == 4500  # the whole training split
+    else:
+        padded = DataSource("mnist5k", None, 32, (("fit", "pad"),))
+        assert asked == [("snngen", padded, "test")]
+        assert RecordingImages.opened == [(padded, split)]
+        assert {s[1:] for s in RecordingImages.shapes} == {(1, 32, 32)}

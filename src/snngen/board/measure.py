@@ -45,21 +45,35 @@ def checkpoint_meta(run_dir: Path, name: str = "last.ckpt") -> dict[str, Any]:
     return read_checkpoint(run_dir / "checkpoints" / name)["snngen"]
 
 
-def stage_start_cpu(board: Board, stage: Stage) -> float:
+#: checkpoint metadata already read for one row, by (stage key, checkpoint file name)
+Metas = dict[tuple[str, str], dict[str, Any]]
+
+
+def cached_meta(board: Board, key: str, name: str, metas: Metas) -> dict[str, Any]:
+    """:func:`checkpoint_meta` of stage ``key``'s checkpoint ``name``, read once per ``metas``."""
+    if (key, name) not in metas:
+        metas[(key, name)] = checkpoint_meta(board.run_dir(key), name)
+    return metas[(key, name)]
+
+
+def stage_start_cpu(board: Board, stage: Stage, metas: Metas | None = None) -> float:
     """CPU seconds spent on a row before ``stage`` began: the stage-1 run of a prior, the
-    inherited snapshot of SDM."""
-    return sum(checkpoint_meta(board.run_dir(key), stage.from_snapshot or "last.ckpt")
+    inherited snapshot of SDM (``metas``: checkpoint metadata already read)."""
+    metas = {} if metas is None else metas
+    return sum(cached_meta(board, key, stage.from_snapshot or "last.ckpt", metas)
                ["cpu_seconds"] for key in stage.after)
 
 
-def training_record(board: Board, e: Entry) -> dict[str, Any]:
-    """CPU seconds and steps of each of the row's stages, and the total CPU minutes."""
+def training_record(board: Board, e: Entry, metas: Metas | None = None) -> dict[str, Any]:
+    """CPU seconds and steps of each of the row's stages, and the total CPU minutes
+    (``metas``: checkpoint metadata already read, and where the ones read here are kept)."""
+    metas = {} if metas is None else metas
     stage = e.final_stage
-    meta = checkpoint_meta(board.run_dir(stage.key))
-    start = stage_start_cpu(board, stage)
+    meta = cached_meta(board, stage.key, "last.ckpt", metas)
+    start = stage_start_cpu(board, stage, metas)
     stages = []
     for k in stage.after:
-        parent = checkpoint_meta(board.run_dir(k), stage.from_snapshot or "last.ckpt")
+        parent = cached_meta(board, k, stage.from_snapshot or "last.ckpt", metas)
         stages.append({"stage": k, "checkpoint": stage.from_snapshot or "last.ckpt",
                        "cpu_seconds": round(parent["cpu_seconds"], 2),
                        "steps": parent["batches_seen"]})
@@ -104,10 +118,19 @@ def fid_only(ready, images: torch.Tensor, settings: BoardSettings) -> float:
 
 
 def plans(cfg, settings: BoardSettings) -> dict[str, Any]:
-    """The prepared measurements: full (fid, kid, pr on n_samples), sweep and curve (fid)."""
-    from snngen.metrics.protocols import DataSource, plan_evaluation, prepare_measurement
+    """The prepared measurements: full (fid, kid, pr on n_samples), sweep and curve (fid), and
+    Inception FID. Every one reads the reference the board's protocol reads
+    (:func:`~snngen.metrics.protocols.reference_source`: for ``leaderboard`` the dataset as
+    published, the 28-px digits, whatever a row's config pads or resizes), so every row, at 16
+    or 32 px, is measured against the same images; the Inception column too."""
+    from snngen.metrics.protocols import (
+        get_protocol,
+        plan_evaluation,
+        prepare_measurement,
+        reference_source,
+    )
 
-    source = DataSource(cfg.data.name)  # one reference for every row: the native 28-px digits
+    source = reference_source(get_protocol(PROTOCOL), cfg.data)
 
     def ready(metrics, n, protocol=PROTOCOL, features=None):
         plan = plan_evaluation(cfg.data.name, metrics, n, protocol=protocol, features=features)
@@ -144,19 +167,20 @@ def sample_cost(model, options: dict) -> dict[str, Any]:
 
 
 def curve(board: Board, e: Entry, ready, options: dict, final_fid: float,
-          final_minutes: float) -> list[dict]:
-    """Classifier FID of ``curve_n`` samples at each snapshot of the last stage, and the end."""
+          final_minutes: float, metas: Metas | None = None) -> list[dict]:
+    """Classifier FID of ``curve_n`` samples at each snapshot of the last stage, and the end
+    (``metas``: checkpoint metadata already read; a snapshot's own comes with its model)."""
     settings = board.settings
     stage = e.final_stage
-    start = stage_start_cpu(board, stage)
+    start = stage_start_cpu(board, stage, metas)
     points = []
     for k in range(1, SNAPSHOTS):
         name = snapshot_name(k, SNAPSHOTS)
         if not (board.run_dir(stage.key) / "checkpoints" / name).is_file():
             continue  # the run ended before reaching it (a budget of a few steps)
-        model, _, _ = open_model(board, e, checkpoint=name)
+        model, snap, _ = open_model(board, e, checkpoint=name)
         x, _ = draw(model, settings.curve_n, settings, options)
-        cpu = start + checkpoint_meta(board.run_dir(stage.key), name)["cpu_seconds"]
+        cpu = start + snap.meta["cpu_seconds"]
         points.append({"cpu_minutes": round(cpu / 60, 3), "fid": fid_only(ready, x, settings)})
     points.append({"cpu_minutes": final_minutes, "fid": final_fid})
     return points
@@ -172,6 +196,8 @@ def measure_row(board: Board, row: str) -> dict[str, Any]:
     e = entry(row)
     t_wall = time.perf_counter()
     model, run, conversion_s = open_model(board, e)
+    # every checkpoint file is read once per row: the last stage's came with its model
+    metas: Metas = {(e.final_stage.key, "last.ckpt"): run.meta}
     ready = plans(run.cfg, settings)
     options: dict = {}
     sweep = None
@@ -186,7 +212,7 @@ def measure_row(board: Board, row: str) -> dict[str, Any]:
         "row": e.key, "label": e.label, "family": e.family, "spiking": e.spiking,
         "budget_minutes": settings.budget_minutes, "settings": settings.record(),
         "protocol": ready["full"].record, "notes": e.notes,
-        "training": training_record(board, e),
+        "training": training_record(board, e, metas),
         "sampler": options or None, "sweep": sweep,
         "fid": scores["fid"].value,
         "kid": scores["kid"].value, "kid_std": scores["kid"].std,
@@ -205,7 +231,7 @@ def measure_row(board: Board, row: str) -> dict[str, Any]:
     rec["cost"] = sample_cost(model, options)
     head = fid_only(ready["curve"], x[: settings.curve_n], settings)
     rec["curve"] = curve(board, e, ready["curve"], options, head,
-                         rec["training"]["cpu_minutes"])
+                         rec["training"]["cpu_minutes"], metas)
     rec["measure_wall_seconds"] = round(time.perf_counter() - t_wall, 1)
     board.row_samples(e.key).parent.mkdir(parents=True, exist_ok=True)
     np.save(board.row_samples(e.key), x[:8].numpy().astype(np.float32))

@@ -35,6 +35,12 @@ resizes with TF1's bilinear: snngen extracts one feature set, pytorch-fid's). Th
 the bundled TF-Inception port, which maps pixel ``p`` to ``p / 128 - 1`` as TF-FID (pytorch-fid:
 ``2 p / 255 - 1``, 0.4% apart).
 
+Which images the reference reads: ``leaderboard`` (``native_reference``) reads the dataset as
+published (its name and root: the 28-px MNIST digits, brought to the classifier's 32 px) whatever
+a run's data section pads, resizes or crops, so every run of a dataset, and the leaderboard
+itself, measures against one reference; the other protocols read the run's own data section
+(:func:`reference_source`).
+
 Reference statistics are computed once per (protocol, dataset, split, image size, feature
 network and its weights) and cached under :func:`~snngen.metrics.cache.cache_dir`
 ``/ref_stats/`` as ``.npz`` with ``mu`` ``[D]`` and ``sigma`` ``[D, D]`` in pytorch-fid's
@@ -84,7 +90,10 @@ class MetricProtocol:
     split). ``reference_n``: at most this many reference images (``None``: the whole split).
     ``is_splits`` / ``is_samples`` / ``is_shuffle``: IS over that many splits of the first
     ``is_samples`` samples (``None``: all), shuffled first or kept in order.
-    ``kid_subsets`` / ``kid_subset_size``: KID's subsets.
+    ``kid_subsets`` / ``kid_subset_size``: KID's subsets. ``native_reference``: the reference
+    is the dataset as published, its name and root only: none of a run's data options and not
+    its image size (the protocol's own resize, e.g. the classifier's 32 px, still applies);
+    otherwise it is read as the run's data section reads it (:func:`reference_source`).
     """
 
     name: str
@@ -103,6 +112,7 @@ class MetricProtocol:
     is_shuffle: bool = True
     kid_subsets: int = 100
     kid_subset_size: int = 1000
+    native_reference: bool = False
 
     def split_for(self, dataset: str) -> str:
         """The reference split of ``dataset`` under this protocol."""
@@ -141,7 +151,7 @@ class MetricProtocol:
             "is_splits": self.is_splits, "is_samples": self.is_samples,
             "is_shuffle": self.is_shuffle,
             "kid_subsets": self.kid_subsets, "kid_subset_size": self.kid_subset_size,
-            "conventions": self.conventions,
+            "native_reference": self.native_reference, "conventions": self.conventions,
         }
 
 
@@ -156,9 +166,9 @@ PROTOCOLS: dict[str, MetricProtocol] = {
         ),
         MetricProtocol(
             "leaderboard", 1, features="classifier", resize="bilinear-antialias",
-            quantize=False, n_samples=5000, reference_split="train",
+            quantize=False, n_samples=5000, reference_split="train", native_reference=True,
             conventions="snngen's leaderboard: the in-package classifier at 32 px, 5,000 "
-            "samples against the whole training split (mnist5k: 4,500 images)",
+            "samples against the whole training split as published (mnist5k: 4,500 images)",
         ),
         MetricProtocol(
             "sddpm", 1, features="inception", resize="torch-bilinear", quantize=False,
@@ -235,6 +245,18 @@ class DataSource:
     def of(cls, data: Any) -> DataSource:
         """From a :class:`~snngen.config.DataConfig` (or anything with the same fields)."""
         return cls(data.name, data.root, data.image_size, tuple(sorted(data.options.items())))
+
+
+def reference_source(protocol: MetricProtocol, data: Any) -> DataSource:
+    """The images ``protocol``'s reference reads for a run whose data section is ``data`` (a
+    :class:`~snngen.config.DataConfig`, or a :class:`DataSource` of one): with
+    ``native_reference`` the dataset as published (``data``'s name and root only), else
+    ``data`` itself with its image size and options. The one place that decides it: ``snngen
+    eval``, the leaderboard and :func:`protocol_reference` all ask here."""
+    source = data if isinstance(data, DataSource) else DataSource.of(data)
+    if protocol.native_reference:
+        return DataSource(source.name, source.root)
+    return source
 
 
 class ReferenceImages:
@@ -545,6 +567,10 @@ def prepare_measurement(
     """Build the feature network, read the user's statistics and the (cached) reference set
     of ``plan``, so that every file and split a metric needs is checked before sampling.
 
+    ``source``: the images the reference reads, :func:`reference_source` of the plan's
+    protocol and the run's data section (the protocol's network resizes them, see
+    :func:`reference_size`).
+
     ``features``: a module replacing the protocol's network (then the reference is ``real``,
     images or batches, e.g. the run's first test items: outside any protocol, recorded so).
     """
@@ -627,9 +653,11 @@ def protocol_reference(
     progress: bool | None = None,
 ) -> tuple[FeatureNet, GaussianStats, Features]:
     """``(network, reference statistics, reference features)`` of ``protocol`` on the dataset of
-    ``source`` (``split``: default the protocol's), the cached reference included: what a
-    benchmark needs to score its own samples on the same scale as ``snngen eval``."""
+    ``source`` (a run's data, ``DataSource.of(cfg.data)``; ``split``: default the protocol's),
+    the cached reference included: what a benchmark needs to score its own samples on the same
+    scale as ``snngen eval`` (the same :func:`reference_source`)."""
     proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    source = reference_source(proto, source)
     kind = proto.features_for(source.name, features)
     net = protocol_network(proto, source.name, root=source.root, features=kind)
     src = DataSource(source.name, source.root, reference_size(proto, kind, source),

@@ -124,60 +124,92 @@ void forward_range(const T* __restrict x, T* __restrict sp_out, T* __restrict h_
   store_fence();
 }
 
-// g[i] = surrogate'(h[i] - thr), the formulas of snngen/spiking/surrogate.py (``grad``).
+// The surrogate derivatives g(h) = surrogate'(h - thr), the formulas of
+// snngen/spiking/surrogate.py (``grad``), one type per surrogate so that the backward's loop
+// computes them inline (a separate pass over the block cost ~25% of the backward). ``prepare``
+// fills the block's row first where the formula would keep the loop from vectorising (the
+// sigmoid's exp); ``at(h, sg, i)`` is g(h[i]).
+template <typename T, int S>
+struct SurGrad;
+
 template <typename T>
-void surrogate_grad(const T* __restrict h, T* __restrict g, int64_t nb, T thr, int64_t sur,
-                    T p0, T p1) {
-  switch (sur) {
-    case ATAN: {  // alpha/2 / (1 + (pi/2 alpha x)^2); p0 = alpha
-      const T c = T(M_PI / 2) * p0, half = p0 / T(2);
-      for (int64_t i = 0; i < nb; ++i) {
-        const T z = c * (h[i] - thr);
-        g[i] = half / (T(1) + z * z);
-      }
-      break;
-    }
-    case SIGMOID: {  // alpha s (1 - s), s = sigmoid(alpha x); p0 = alpha
-      for (int64_t i = 0; i < nb; ++i) {
-        const T s = T(1) / (T(1) + std::exp(-(p0 * (h[i] - thr))));
-        g[i] = p0 * s * (T(1) - s);
-      }
-      break;
-    }
-    case RECT: {  // 1[|x + offset| < width/2] / width; p0 = width, p1 = offset
-      const T half = p0 / T(2), inv = T(1) / p0;
-      for (int64_t i = 0; i < nb; ++i) {
-        g[i] = std::abs((h[i] - thr) + p1) < half ? inv : T(0);
-      }
-      break;
-    }
-    case TRI: {  // max(0, 1 - |x|/width) / width; p0 = width
-      for (int64_t i = 0; i < nb; ++i) {
-        g[i] = std::max(T(1) - std::abs(h[i] - thr) / p0, T(0)) / p0;
-      }
-      break;
-    }
-    default: {  // FAST: 1 / (slope |x| + 1)^2; p0 = slope
-      for (int64_t i = 0; i < nb; ++i) {
-        const T q = p0 * std::abs(h[i] - thr) + T(1);
-        g[i] = T(1) / (q * q);
-      }
+struct SurGrad<T, ATAN> {
+  // alpha/2 / (1 + (pi/2 alpha x)^2); p0 = alpha
+  static constexpr int kind = ATAN;
+  T thr, c, half;
+  SurGrad(T thr_, T p0, T) : thr(thr_), c(T(M_PI / 2) * p0), half(p0 / T(2)) {}
+  void prepare(const T*, T*, int64_t) const {}
+  T at(const T* __restrict h, const T*, int64_t i) const {
+    const T z = c * (h[i] - thr);
+    return half / (T(1) + z * z);
+  }
+};
+
+template <typename T>
+struct SurGrad<T, SIGMOID> {
+  // alpha s (1 - s), s = sigmoid(alpha x); p0 = alpha
+  static constexpr int kind = SIGMOID;
+  T thr, p0;
+  SurGrad(T thr_, T p0_, T) : thr(thr_), p0(p0_) {}
+  void prepare(const T* __restrict h, T* __restrict sg, int64_t nb) const {
+    for (int64_t i = 0; i < nb; ++i) {
+      const T s = T(1) / (T(1) + std::exp(-(p0 * (h[i] - thr))));
+      sg[i] = p0 * s * (T(1) - s);
     }
   }
-}
+  T at(const T*, const T* __restrict sg, int64_t i) const { return sg[i]; }
+};
+
+template <typename T>
+struct SurGrad<T, RECT> {
+  // 1[|x + offset| < width/2] / width; p0 = width, p1 = offset
+  static constexpr int kind = RECT;
+  T thr, p1, half, inv;
+  SurGrad(T thr_, T p0, T p1_) : thr(thr_), p1(p1_), half(p0 / T(2)), inv(T(1) / p0) {}
+  void prepare(const T*, T*, int64_t) const {}
+  T at(const T* __restrict h, const T*, int64_t i) const {
+    // a 0/1 factor rather than a select: gcc vectorises the fused loop with it
+    return static_cast<T>(std::abs((h[i] - thr) + p1) < half) * inv;
+  }
+};
+
+template <typename T>
+struct SurGrad<T, TRI> {
+  // max(0, 1 - |x|/width) / width; p0 = width
+  static constexpr int kind = TRI;
+  T thr, p0;
+  SurGrad(T thr_, T p0_, T) : thr(thr_), p0(p0_) {}
+  void prepare(const T*, T*, int64_t) const {}
+  T at(const T* __restrict h, const T*, int64_t i) const {
+    return std::max(T(1) - std::abs(h[i] - thr) / p0, T(0)) / p0;
+  }
+};
+
+template <typename T>
+struct SurGrad<T, FAST> {
+  // 1 / (slope |x| + 1)^2; p0 = slope
+  static constexpr int kind = FAST;
+  T thr, p0;
+  SurGrad(T thr_, T p0_, T) : thr(thr_), p0(p0_) {}
+  void prepare(const T*, T*, int64_t) const {}
+  T at(const T* __restrict h, const T*, int64_t i) const {
+    const T q = p0 * std::abs(h[i] - thr) + T(1);
+    return T(1) / (q * q);
+  }
+};
 
 // BPTT over [begin, end): d_t = dL/dh_t = gh_t + sg_t (gs_t + c_{t+1}) + r_{t+1}, c the gradient
 // reaching s_t through step t+1's reset, r the one reaching h_t through step t+1's charge.
+// GH: a membrane gradient gh was given (else the term is left out, not read from a zero row).
 // Returns sum over elements and steps of dL/dk.
-template <typename T, int F, bool HARD>
+template <typename T, int F, bool HARD, int S, bool GH>
 double backward_range(const T* __restrict h, const T* __restrict x, const T* __restrict gs,
                       const T* __restrict gh, T* __restrict gx, int64_t steps, int64_t N,
                       int64_t begin, int64_t end, T thr, T fthr, T vr, T k, T a, T b,
-                      int64_t sur,
-                      T p0, T p1, bool detach, bool need_k) {
+                      const SurGrad<T, S>& sgf, bool detach, bool need_k) {
   alignas(64) T dn[BLK];    // d_{t+1}
-  alignas(64) T dun[BLK];   // snntorch: dL/du_{t+1}
-  alignas(64) T sg[BLK];
+  alignas(64) T dun[BLK];   // snntorch, hard reset: dL/du_{t+1} (soft: equal to d_{t+1})
+  alignas(64) T sg[BLK];    // the surrogate's row where it is prepared (SurGrad::prepare)
   alignas(64) T kacc[BLK];
   alignas(64) T zero[BLK];
   alignas(64) T gxrow[BLK];  // dL/dx_t of the block, streamed to gx (see stream_copy)
@@ -195,9 +227,9 @@ double backward_range(const T* __restrict h, const T* __restrict x, const T* __r
       const T* __restrict hr = h + off;
       const T* __restrict hq = first ? zero : h + off - N;  // h_{t-1} (unused when first)
       const T* __restrict gsr = gs ? gs + off : zero;
-      const T* __restrict ghr = gh ? gh + off : zero;
+      const T* __restrict ghr = GH ? gh + off : zero;
       T* __restrict gxr = gxrow;
-      surrogate_grad<T>(hr, sg, nb, thr, sur, p0, p1);
+      sgf.prepare(hr, sg, nb);
       if constexpr (F == SNN) {
         // x_{t+1} for u_{t+1} = x_{t+1} + k h_t (hard reset; d_{t+1} = 0 at the last step)
         const T* __restrict xn = (HARD && x && t < steps - 1) ? x + off + N : zero;
@@ -212,7 +244,10 @@ double backward_range(const T* __restrict h, const T* __restrict x, const T* __r
             T c;  // dh_{t+1}/ds_t d_{t+1}
             if constexpr (HARD) c = (vr - std::fma(hr[i], k, xn[i])) * dn[i];
             else c = nthr * dn[i];
-            const T d = ghr[i] + sg[i] * (gsr[i] + cr * c) + k * dun[i];
+            const T back = sgf.at(hr, sg, i) * (gsr[i] + cr * c);
+            // soft reset: du = d, so d_{t+1} serves as du_{t+1} (one row fewer to keep)
+            const T dun_i = HARD ? dun[i] : dn[i];
+            const T d = GH ? (ghr[i] + back) + k * dun_i : back + k * dun_i;
             T hprev = vr;
             if constexpr (READ_HPREV) hprev = hq[i];
             T du = d;  // dh_t/du_t = 1 - s_{t-1} (hard)
@@ -220,7 +255,7 @@ double backward_range(const T* __restrict h, const T* __restrict x, const T* __r
             gxr[i] = du;
             if constexpr (KACC) kacc[i] += du * hprev;  // du_t/dk = h_{t-1}
             dn[i] = d;
-            dun[i] = du;
+            if constexpr (HARD) dun[i] = du;
           }
         };
         auto by_k = [&](auto first_c) {
@@ -241,7 +276,8 @@ double backward_range(const T* __restrict h, const T* __restrict x, const T* __r
             c = nthr;
             r = one;
           }
-          const T d = ghr[i] + sg[i] * (gsr[i] + cr * a * c * dn[i]) + a * r * dn[i];
+          const T back = sgf.at(hr, sg, i) * (gsr[i] + cr * a * c * dn[i]);
+          const T d = GH ? (ghr[i] + back) + a * r * dn[i] : back + a * r * dn[i];
           gxr[i] = b * d;
           dn[i] = d;
         }
@@ -270,6 +306,19 @@ double backward_range(const T* __restrict h, const T* __restrict x, const T* __r
   }
   store_fence();
   return total;
+}
+
+// fn(SurGrad<T, S>) for the surrogate code ``sur``
+template <typename T, typename Fn>
+void with_surrogate(int64_t sur, T thr, T p0, T p1, Fn&& fn) {
+  switch (sur) {
+    case ATAN: fn(SurGrad<T, ATAN>(thr, p0, p1)); break;
+    case SIGMOID: fn(SurGrad<T, SIGMOID>(thr, p0, p1)); break;
+    case RECT: fn(SurGrad<T, RECT>(thr, p0, p1)); break;
+    case TRI: fn(SurGrad<T, TRI>(thr, p0, p1)); break;
+    case FAST: fn(SurGrad<T, FAST>(thr, p0, p1)); break;
+    default: TORCH_CHECK(false, "snngen lif: unknown surrogate code ", sur);
+  }
 }
 
 template <typename Fn>
@@ -354,14 +403,22 @@ std::vector<at::Tensor> lif_backward(at::Tensor h, c10::optional<at::Tensor> x,
     const T* ghp = has_gh ? grad_h->data_ptr<T>() : nullptr;
     T* gxp = gx.data_ptr<T>();
     with_form(form, hard, [&](auto f, auto hd) {
-      gk = at::parallel_reduce(0, N, grain(steps), 0.0,
-          [&](int64_t b0, int64_t b1, double acc) {
-            return acc + backward_range<T, decltype(f)::value, decltype(hd)::value>(
-                hp, xp, gsp, ghp, gxp, steps, N, b0, b1, T(thr), fire_threshold<T>(thr, strict),
-                T(vr), T(k), T(a), T(b),
-                sur, T(p0), T(p1), detach, need_k);
-          },
-          std::plus<double>());
+      with_surrogate<T>(sur, T(thr), T(p0), T(p1), [&](const auto& sgf) {
+        constexpr int S = std::decay_t<decltype(sgf)>::kind;
+        auto run = [&](auto gh_c) {
+          gk = at::parallel_reduce(0, N, grain(steps), 0.0,
+              [&](int64_t b0, int64_t b1, double acc) {
+                return acc + backward_range<T, decltype(f)::value, decltype(hd)::value, S,
+                                            decltype(gh_c)::value>(
+                    hp, xp, gsp, ghp, gxp, steps, N, b0, b1, T(thr),
+                    fire_threshold<T>(thr, strict), T(vr), T(k), T(a), T(b), sgf, detach,
+                    need_k);
+              },
+              std::plus<double>());
+        };
+        if (has_gh) run(std::true_type{});
+        else run(std::false_type{});
+      });
     });
   });
   return {gx, at::scalar_tensor(gk, at::kDouble)};

@@ -16,7 +16,6 @@ Prints tables and writes JSON to ``benchmarks/results/``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -29,6 +28,9 @@ from snngen.conversion import conversion_report, convert_unet, noisy_inputs
 from snngen.diffusion import sample as run_sampler
 from snngen.models import DataInfo, build_model
 from snngen.models.diffusion_model import DDPMConfig, DiffusionModel
+
+sys.path.append(str(Path(__file__).resolve().parent))  # bench_common, also when loaded by path
+from bench_common import parse_run_args, run_parser, write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -75,11 +77,8 @@ def sample_images(eps_model, model: DiffusionModel, noise: Tensor, solver: str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
-    p.add_argument("run", nargs="?", help="trained ANN diffusion run folder (model ddpm, relu)")
-    p.add_argument("--quick", action="store_true", help="smoke test: a briefly trained tiny ANN")
+    p = run_parser(__doc__, "trained ANN diffusion run folder (model ddpm, relu)",
+                   "smoke test: a briefly trained tiny ANN")
     p.add_argument("--train-steps", type=int, default=40, help="--quick: ANN training steps")
     p.add_argument("--steps-T", default="4,8,16,32", help="SNN time steps to report")
     p.add_argument("--percentile", type=float, default=99.9, help="threshold percentile")
@@ -90,12 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--solver", default="ddim", help="sampler for --samples (default ddim)")
     p.add_argument("--steps", type=int, default=20, help="sampler steps for --samples")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/...)")
-    args = p.parse_args(argv)
-    if args.quick == bool(args.run):
-        p.error("give a run folder, or --quick (not both)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_run_args(p, argv)
     snn_steps = [int(s) for s in args.steps_T.split(",") if s.strip()]
 
     cfg = None
@@ -141,10 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.samples > 0:
         record["sampling"] = sample_table(args, model, ann, snn, snn_steps, dataset, size, cfg)
 
-    out = Path(args.out) if args.out else RESULTS / f"diffusion_conversion_{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2))
-    print(f"\nwrote {out}")
+    write_results(args.out, RESULTS / f"diffusion_conversion_{name}.json", record)
     return 0
 
 

@@ -17,9 +17,7 @@ feature network): its numbers mean nothing. Without ``snngen.metrics`` only thro
 
 from __future__ import annotations
 
-import argparse
 import inspect
-import json
 import platform
 import sys
 import time
@@ -32,6 +30,9 @@ from torch import Tensor
 from snngen.evaluation import generate
 from snngen.models import DataInfo, build_model
 from snngen.models.diffusion_model import SOLVERS, DiffusionModel, SDDPMConfig
+
+sys.path.append(str(Path(__file__).resolve().parent))  # bench_common, also when loaded by path
+from bench_common import parse_run_args, run_parser, write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_STEPS = "10,20,50,full"
@@ -191,11 +192,8 @@ def format_table(entries: list[Entry]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
-    p.add_argument("run", nargs="?", help="trained diffusion run folder (sddpm / ddpm)")
-    p.add_argument("--quick", action="store_true", help="smoke test on an untrained tiny model")
+    p = run_parser(__doc__, "trained diffusion run folder (sddpm / ddpm)",
+                   "smoke test on an untrained tiny model")
     p.add_argument("--n", type=int, default=None, help="samples per cell (default 1000; quick 32)")
     p.add_argument("--steps", default=None, help=f"comma list (default {DEFAULT_STEPS!r})")
     p.add_argument("--solvers", default=",".join(SOLVERS), help="comma list of solvers")
@@ -206,12 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (same for every cell)")
     p.add_argument("--no-metrics", action="store_true", help="throughput only")
-    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/...)")
-    args = p.parse_args(argv)
-    if args.quick == bool(args.run):
-        p.error("give a run folder, or --quick (not both)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_run_args(p, argv)
 
     cfg = None
     if args.quick:
@@ -259,10 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()} {platform.processor()}".strip(),
         "entries": [asdict(e) for e in entries],
     }
-    out = Path(args.out) if args.out else RESULTS / f"diffusion_solvers_{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2))
-    print(f"\nwrote {out}")
+    write_results(args.out, RESULTS / f"diffusion_solvers_{name}.json", record)
     return 0
 
 

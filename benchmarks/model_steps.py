@@ -17,14 +17,13 @@ H100/H200: SDDPM <= 1.3x). Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import write_timings  # noqa: E402
 from paper_step_times import step_seconds  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,11 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         r["ratio_to_relu"] = r["s_per_step"] / relu["s_per_step"]
         print(f"{r['config']:<16}{r['neurons']:<16}{r['batch']:>6}{r['s_per_step']:>10.3f}"
               f"{r['ratio_to_relu']:>8.2f}")
-    out = {"device": str(device), "torch": torch.__version__, "rows": rows,
-           "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-           "date": time.strftime("%Y-%m-%d")}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=2))
+    write_timings(args.json, device, torch=torch.__version__, rows=rows,
+                  gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None)
     return 0
 
 

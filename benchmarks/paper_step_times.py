@@ -18,9 +18,9 @@ Prints a table and writes JSON (default ``benchmarks/results/paper_step_times.js
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -30,6 +30,9 @@ from snngen.config import load_config
 from snngen.importers.run_folder import config_data_info
 from snngen.runs import build_checked_model
 from snngen.training import make_optimizer, steps_per_epoch
+
+sys.path.append(str(Path(__file__).resolve().parent))  # bench_common, also when loaded by path
+from bench_common import write_timings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 #: training-split sizes of the paper datasets (the step count of epoch-based configs)
@@ -113,11 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(r)
         print(f"{r['config']:<22}{r['batch']:>6}{r['measured_batch']:>12}{r['s_per_step']:>10.2f}"
               f"{r['steps']:>10}{r['hours']:>12.0f}{r['params_M']:>10.1f}", flush=True)
-    out = {"device": str(device), "processor": proc or platform.machine(),
-           "threads": torch.get_num_threads(), "torch": torch.__version__, "rows": rows,
-           "date": time.strftime("%Y-%m-%d")}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=2))
+    write_timings(args.json, device, processor=proc or platform.machine(),
+                  threads=torch.get_num_threads(), torch=torch.__version__, rows=rows)
     return 0
 
 

@@ -13,16 +13,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kernel_helpers import (
-    FORM_IDS,
-    FORMS,
-    RESET_IDS,
-    RESETS,
-    SURROGATES,
-    assert_matches_reference,
-    backend,
-    forced_fused,
-)
+from kernel_helpers import SURROGATES, assert_matches_reference, backend, forced_fused
 
 from snngen.spiking import _lif_cpp, kernels
 from snngen.spiking.kernels import NeuronSpec, lif_fused, lif_reference
@@ -59,8 +50,6 @@ shapes = st.tuples(
 )
 
 
-@pytest.mark.parametrize("reset", RESETS, ids=RESET_IDS)
-@pytest.mark.parametrize("form,decay_input", FORMS, ids=FORM_IDS)
 @settings(max_examples=6, deadline=None)
 @given(
     shape=shapes,
@@ -73,10 +62,11 @@ shapes = st.tuples(
     dtype=st.sampled_from([torch.float32, torch.float64]),
 )
 def test_cpp_matches_reference(
-    cpp, form, decay_input, reset, shape, seed, detach, decay, threshold, outputs, learn, dtype
+    cpp, lif_form, lif_reset, shape, seed, detach, decay, threshold, outputs, learn, dtype
 ):
-    """Every form x reset x surrogate (x detach, dtype, learnable decay): bit-identical spikes
-    and membranes, gradients within 1e-5."""
+    """Every form x reset (the ``lif_form`` / ``lif_reset`` fixtures) x surrogate (x detach,
+    dtype, learnable decay): bit-identical spikes and membranes, gradients within 1e-5."""
+    (form, decay_input), reset = lif_form, lif_reset
     t, b, feats = shape
     gen = torch.Generator().manual_seed(seed)
     x = (torch.randn(t, b, *feats, generator=gen) * 0.8 + 0.4).to(dtype)

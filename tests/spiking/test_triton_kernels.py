@@ -8,7 +8,9 @@ suite is unaffected. Without Triton the module is skipped.
 float32: spikes and membranes bit-identical to :func:`lif_reference`, gradients within 1e-5, on
 every form x reset x detach_reset x strict_threshold x surrogate. bfloat16 / float16 inputs
 (float32 state): spikes equal to the float32 reference on the widened input, membranes equal
-to its membranes rounded to the input dtype, gradients within that dtype's rounding. Shapes
+to its membranes rounded to the input dtype, gradients within that dtype's rounding. A tensor
+decay (learnable) is never converted to a Python number on its way through the kernels (on a
+GPU that would wait for the device), and gives the bits of the same decay as a float. Shapes
 are tiny (T=4, N=37 and a 16-element block to hit masking and several programs): the
 interpreter runs every tl op as a numpy call.
 """
@@ -20,17 +22,7 @@ import warnings
 
 import pytest
 import torch
-from kernel_helpers import (
-    FORM_IDS,
-    FORMS,
-    RESET_IDS,
-    RESETS,
-    SURROGATES,
-    assert_matches_reference,
-    backend,
-    forced_fused,
-    run,
-)
+from kernel_helpers import SURROGATES, assert_matches_reference, backend, forced_fused, run
 
 from snngen.spiking import ParametricLIF, kernels
 from snngen.spiking.kernels import NeuronSpec, lif_fused, lif_reference
@@ -94,11 +86,11 @@ CASES = [
 
 @pytest.mark.parametrize("strict", [False, True], ids=["ge", "strict"])
 @pytest.mark.parametrize("detach", [False, True], ids=["", "detach"])
-@pytest.mark.parametrize("reset", RESETS, ids=RESET_IDS)
-@pytest.mark.parametrize("form,decay_input", FORMS, ids=FORM_IDS)
-def test_triton_matches_reference(form, decay_input, reset, detach, strict):
-    """Every form x reset x detach x strict x surrogate, float32, T=4, N=37 (one masked block):
-    bit-identical spikes and membranes, gradients (x, and the decay) within 1e-5."""
+def test_triton_matches_reference(lif_form, lif_reset, detach, strict):
+    """Every form x reset (the ``lif_form`` / ``lif_reset`` fixtures) x detach x strict x
+    surrogate, float32, T=4, N=37 (one masked block): bit-identical spikes and membranes,
+    gradients (x, and the decay) within 1e-5."""
+    (form, decay_input), reset = lif_form, lif_reset
     x = inputs((4, 37))
     for sur, (decay, outputs, learn) in zip(SURROGATES, CASES, strict=True):
         grad_s = torch.randn(x.shape, generator=GEN) if outputs != "membrane" else None
@@ -146,6 +138,76 @@ def test_triton_parametric_lif():
 
 # bf16 / fp16: half the spacing of representable numbers near 1, relative
 HALF_ULP = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}
+
+
+def no_host_reads(monkeypatch, decay):
+    """Make every conversion to a Python number, list or array raise for ``decay``, a tensor
+    sharing its memory (its detached alias) or any 0-dim tensor (a constant derived from it,
+    such as ``1 - k``): on a GPU each would wait for the device."""
+    watched = decay.untyped_storage().data_ptr()
+
+    def guard(name):
+        original = getattr(torch.Tensor, name)
+
+        def guarded(self, *args, **kwargs):
+            if self.untyped_storage().data_ptr() == watched or self.dim() == 0:
+                raise AssertionError(f"the decay (or a value of it) read on the host: {name}")
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, guarded)
+
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__", "__index__", "numpy"):
+        guard(name)
+
+
+@pytest.mark.parametrize(
+    "spec,decay,dtype",
+    [
+        (NeuronSpec("spikingjelly", 0.5, -0.3, False, True, ATan()), 0.3, torch.float32),
+        (NeuronSpec("spikingjelly", 0.5, -0.3, False, True, ATan()), 0.7, torch.float32),
+        (NeuronSpec("spikingjelly", 0.5, 0.0, True, False, Triangle(0.5), True), 0.6,
+         torch.float32),
+        (NeuronSpec("snntorch", 0.5, 0.0, False, True, Sigmoid(), True), 0.8, torch.float32),
+        (NeuronSpec("fsvae", 0.2, None, False, True, Rectangular(offset=0.2)), 0.25,
+         torch.float32),
+        (NeuronSpec("spikingjelly", 0.5, -0.3, False, True, ATan()), 0.7, torch.bfloat16),
+    ],
+    ids=["sj-small-k", "sj-large-k", "sj-nodecayin", "snntorch", "fsvae", "sj-bf16"],
+)
+def test_triton_tensor_decay_not_read_on_host(monkeypatch, spec, decay, dtype):
+    """A tensor decay (ParametricLIF's, on the GPU) goes through the Triton forward and backward
+    without ever being converted to a Python number (which would synchronise with the device;
+    every such conversion raises here): spikes, membranes and dL/dx are the bits of the same
+    decay given as a float (and the spikes and membranes those of the reference), and dL/dk
+    equals the reference's (autograd through lif_reference) within 1e-5; T=4, 16-element blocks
+    (several programs, so several partial sums of dL/dk)."""
+    monkeypatch.setattr(triton_lif, "BLOCK", 16)
+    x = inputs((4, 37), dtype)
+    grad_s = torch.randn(x.shape, generator=GEN).to(dtype)
+    grad_h = torch.randn(x.shape, generator=GEN).to(dtype)
+    k = torch.tensor(decay, dtype=dtype, requires_grad=True)
+    xg = x.clone().requires_grad_()
+    with monkeypatch.context() as guarded:
+        no_host_reads(guarded, k)
+        spikes, mem = triton_fused(xg, k, spec)
+        loss = (spikes * grad_s).sum() + (mem * grad_h).sum()
+        gx, gk = torch.autograd.grad(loss, [xg, k])
+    for read in (lambda: float(k.detach()), lambda: (1.0 - k.detach()).item()):
+        with pytest.raises(AssertionError, match="read on the host"):  # the guard works
+            with monkeypatch.context() as guarded:
+                no_host_reads(guarded, k)
+                read()
+    value = float(k.detach())
+    s_f, h_f, (gx_f,) = run(triton_fused, x, value, spec, grad_s, grad_h, learn=False)
+    assert torch.equal(spikes, s_f) and torch.equal(mem, h_f) and torch.equal(gx, gx_f)
+    # the reference in float32 (what the kernels compute for a half-precision input)
+    s_r, h_r, (_, gk_r) = run(
+        lif_reference, x.float(), value, spec, grad_s.float(), grad_h.float(), learn=True
+    )
+    assert torch.equal(spikes.float(), s_r) and torch.equal(mem, h_r.to(dtype))
+    assert gk.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else HALF_ULP[dtype]
+    torch.testing.assert_close(gk.float(), gk_r, rtol=tol, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
@@ -229,18 +291,18 @@ for dt, form, hard, strict in itertools.product(
     ["fp32", "bf16", "fp16"], range(5), [True, False], [False, True]
 ):
     p = f"*{dt}"
-    sig = dict(x_ptr=p, s_ptr=p, h_ptr="*fp32", m_ptr=p, steps="i32", n="i32", thr="fp32",
-               vr="fp32", k="fp32", a1="fp32", kvr="fp32")
+    sig = dict(x_ptr=p, s_ptr=p, h_ptr="*fp32", m_ptr=p, c_ptr="*fp32", steps="i32", n="i32",
+               thr="fp32", vr="fp32", k="fp32", a1="fp32", kvr="fp32")
     consts = dict(FORM=form, HARD=hard, STRICT=strict, SMALL=form != 0 or strict,
-                  STORE_M=dt != "fp32", BLOCK=T.BLOCK)
+                  STORE_M=dt != "fp32", K_PTR=hard != strict, BLOCK=T.BLOCK)
     sig.update(dict.fromkeys(consts, "constexpr"))
     triton.compile(ASTSource(T._lif_forward_kernel, sig, consts), target=target)
     sig = dict(h_ptr="*fp32", x_ptr=p, gs_ptr=p, gh_ptr=p, gx_ptr=p, gk_ptr="*fp32",
-               steps="i32", n="i32", thr="fp32", vr="fp32", k="fp32", a="fp32", b="fp32",
-               p0="fp32", p1="fp32")
+               c_ptr="*fp32", steps="i32", n="i32", thr="fp32", vr="fp32", k="fp32", a="fp32",
+               b="fp32", p0="fp32", p1="fp32")
     consts = dict(FORM=form, HARD=hard, STRICT=strict, DETACH=strict and hard,
                   SUR=(form + hard + strict) % 5, HAS_GS=form != 3, HAS_GH=form != 1,
-                  NEED_K=not strict, BLOCK=T.BLOCK)
+                  NEED_K=not strict, K_PTR=hard == strict, BLOCK=T.BLOCK)
     sig.update(dict.fromkeys(consts, "constexpr"))
     triton.compile(ASTSource(T._lif_backward_kernel, sig, consts), target=target)
     count += 2
@@ -251,8 +313,9 @@ print("compiled", count)
 @pytest.mark.slow
 def test_triton_kernels_compile_for_cuda():
     """Without a GPU: Triton compiles the kernels for sm_90 (to PTX and a cubin with its bundled
-    ptxas) on every form x reset x strict x dtype, with the other flags varied: the CUDA code
-    path has no code-generation errors (slow: ~15 s; a fresh process, since this module's
+    ptxas) on every form x reset x strict x dtype, with the other flags varied (the decay's
+    constants as scalars and, ``K_PTR``, from a device tensor): the CUDA code path has no
+    code-generation errors (slow: ~15 s; a fresh process, since this module's
     kernels are interpreted)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_DEFAULT_FP_FUSION"] = "1"  # Triton's default; set to silence its warning

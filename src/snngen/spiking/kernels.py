@@ -56,11 +56,13 @@ Compilation
   tensors only under Triton's interpreter, ``TRITON_INTERPRET=1``), one program per block of
   elements running the whole time loop, for float32, bfloat16 and float16 inputs (float32
   state), every form, reset, ``detach_reset``, ``strict_threshold``, the built-in surrogates
-  and a learnable decay (read on the host once per call: a tensor decay on the GPU costs a
-  synchronisation). Spikes and membranes are bit-identical to :func:`lif_reference` on
-  float32 inputs; a bfloat16 / float16 input gives the float32 result's spikes and its
-  membrane rounded to the input dtype. Where they cannot run (no Triton, another device or
-  dtype, a surrogate subclass), the eager loops do, with one warning per reason.
+  and a learnable decay (a 0-dim tensor, e.g. :class:`~snngen.spiking.ParametricLIF`'s, is
+  never read on the host: the constants derived from it reach the kernels as a small device
+  tensor, so neither the forward nor the backward waits for the GPU). Spikes and membranes are
+  bit-identical to :func:`lif_reference` on float32 inputs; a bfloat16 / float16 input gives
+  the float32 result's spikes and its membrane rounded to the input dtype. Where they cannot
+  run (no Triton, another device or dtype, a surrogate subclass), the eager loops do, with one
+  warning per reason.
 * ``"auto"``: on CPU, the C++ backend **if it is already built** (found in the extensions
   cache, or loaded in this process), else the eager fused loops; ``auto`` never starts a
   build, so a first call never blocks for a minute unexpectedly. On CUDA, the Triton kernels
@@ -299,8 +301,9 @@ def _forward_loop(
 # --------------------------------------------------------------------------- fused backward
 
 
-def _coefficients(spec: NeuronSpec, k: float) -> tuple[float, float]:
-    """``(a, b)`` with ``dh_t/dv_t = a`` (``dh_t/dh_{t-1}`` for snntorch) and ``dh_t/dx_t = b``."""
+def _coefficients(spec: NeuronSpec, k: Tensor | float) -> tuple[Tensor | float, Tensor | float]:
+    """``(a, b)`` with ``dh_t/dv_t = a`` (``dh_t/dh_{t-1}`` for snntorch) and ``dh_t/dx_t = b``
+    (0-dim tensors where they depend on a tensor ``k``)."""
     if spec.form == "spikingjelly":
         return 1.0 - k, (k if spec.decay_input else 1.0)
     if spec.form in ("fsvae", "snntorch"):
@@ -492,6 +495,19 @@ def _resolve_compile(compile: bool | str | None, device: torch.device) -> tuple[
 _CPP_WARNED: set[str] = set()  # reasons already warned about, C++ and Triton (one each)
 
 
+def _eager_instead(reason: str, explicit: bool) -> bool:
+    """Say that a backend cannot run (``reason``) and the eager loops will: one warning per
+    reason when that backend was asked for explicitly, else a debug log. Returns False (for
+    :func:`_use_cpp` / :func:`_use_triton`)."""
+    message = f"snngen: {reason}; using the eager fused LIF loops"
+    if explicit and reason not in _CPP_WARNED:
+        _CPP_WARNED.add(reason)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)  # lif_fused's caller
+    else:
+        _log.debug(message)
+    return False
+
+
 def _use_cpp(value: bool | str, x: Tensor, spec: NeuronSpec) -> bool:
     """Whether to run the C++ backend for the parsed switch ``value`` and input ``x`` [T, N].
 
@@ -515,13 +531,7 @@ def _use_cpp(value: bool | str, x: Tensor, spec: NeuronSpec) -> bool:
         if _lif_cpp.load(build=explicit) is not None:
             return True
         reason = f"the C++ LIF extension could not be built or loaded ({_lif_cpp.last_error()})"
-    message = f"snngen: {reason}; using the eager fused LIF loops"
-    if explicit and reason not in _CPP_WARNED:
-        _CPP_WARNED.add(reason)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
-    else:
-        _log.debug(message)
-    return False
+    return _eager_instead(reason, explicit)
 
 
 def _use_triton(value: bool | str, x: Tensor, spec: NeuronSpec) -> bool:
@@ -542,13 +552,7 @@ def _use_triton(value: bool | str, x: Tensor, spec: NeuronSpec) -> bool:
         reason = module.unsupported(x, spec)
     if reason is None:
         return True
-    message = f"snngen: {reason}; using the eager fused LIF loops"
-    if explicit and reason not in _CPP_WARNED:
-        _CPP_WARNED.add(reason)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
-    else:
-        _log.debug(message)
-    return False
+    return _eager_instead(reason, explicit)
 
 
 @functools.lru_cache(maxsize=1)
@@ -642,6 +646,40 @@ def _input_grads(ctx, grad_x: Tensor | None, grad_k: Tensor | None) -> tuple:
 _HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
+def _node_backward(grads: Callable, extra: int = 1) -> staticmethod:
+    """The ``backward`` of a LIF autograd node (saved with :func:`_save_for_backward`) whose
+    backend computes ``grads(ctx, h, x, grad_s, grad_h) -> (dL/dx, dL/dk or None)`` from the
+    saved ``h`` and ``x``: nothing to do when neither output has a gradient; the gradients as
+    autograd expects them (:func:`_input_grads`), then ``None`` for the ``extra`` non-tensor
+    arguments of ``forward`` after ``x`` and ``decay``."""
+
+    @once_differentiable
+    def backward(ctx, grad_s: Tensor | None, grad_h: Tensor | None):
+        if grad_s is None and grad_h is None:
+            return (None,) * (2 + extra)
+        h, x = ctx.saved_tensors
+        return *_input_grads(ctx, *grads(ctx, h, x, grad_s, grad_h)), *(None,) * extra
+
+    return staticmethod(backward)
+
+
+def _fused_grads(ctx, h: Tensor, x: Tensor | None, grad_s, grad_h):
+    args = (h, x, float(ctx.k), grad_s, grad_h, ctx.spec, ctx.need_k)
+    return _run("backward", _backward_loop, _backward_step, args, ctx.spec, h, ctx.use_compile)
+
+
+def _cpp_grads(ctx, h: Tensor, x: Tensor | None, grad_s, grad_h):
+    return _lif_cpp.backward(h, x, ctx.k, grad_s, grad_h, ctx.spec, ctx.need_k)
+
+
+def _triton_grads(ctx, h: Tensor, x: Tensor | None, grad_s, grad_h):
+    # a tensor decay stays on the device: its float64 copy gives (k, a, b) as float() and
+    # Python arithmetic would, each rounded once to float32 in triton_lif.backward
+    k = ctx.k.double() if isinstance(ctx.k, Tensor) else ctx.k
+    a, b = _coefficients(ctx.spec, k)
+    return _triton_lif().backward(h, x, k, a, b, grad_s, grad_h, ctx.spec, ctx.need_k, ctx.x_dtype)
+
+
 class _FusedLIF(torch.autograd.Function):
     """The whole ``[T, N]`` sequence as one autograd node; saves ``h`` (and ``x`` if needed)."""
 
@@ -655,16 +693,7 @@ class _FusedLIF(torch.autograd.Function):
         ctx.k = k  # a float, or the detached 0-dim tensor (read in backward: no sync here)
         return spikes, h
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_s: Tensor | None, grad_h: Tensor | None):  # type: ignore[override]
-        if grad_s is None and grad_h is None:
-            return None, None, None, None
-        h, x = ctx.saved_tensors
-        args = (h, x, float(ctx.k), grad_s, grad_h, ctx.spec, ctx.need_k)
-        grad_x, grad_k = _run("backward", _backward_loop, _backward_step, args, ctx.spec, h,
-                              ctx.use_compile)
-        return *_input_grads(ctx, grad_x, grad_k), None, None
+    backward = _node_backward(_fused_grads, extra=2)  # spec, use_compile
 
 
 class _CppLIF(torch.autograd.Function):
@@ -675,17 +704,10 @@ class _CppLIF(torch.autograd.Function):
         k = decay.detach() if isinstance(decay, Tensor) else decay
         spikes, h = _lif_cpp.forward(x, k, spec)
         _save_for_backward(ctx, x, decay, spec, h)
-        ctx.k = float(k)
+        ctx.k = float(k)  # a CPU decay (the C++ backend's): no device to wait for
         return spikes, h
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_s: Tensor | None, grad_h: Tensor | None):  # type: ignore[override]
-        if grad_s is None and grad_h is None:
-            return None, None, None
-        h, x = ctx.saved_tensors
-        grad_x, grad_k = _lif_cpp.backward(h, x, ctx.k, grad_s, grad_h, ctx.spec, ctx.need_k)
-        return *_input_grads(ctx, grad_x, grad_k), None
+    backward = _node_backward(_cpp_grads)
 
 
 class _TritonLIF(torch.autograd.Function):
@@ -696,20 +718,11 @@ class _TritonLIF(torch.autograd.Function):
         k = decay.detach() if isinstance(decay, Tensor) else decay
         spikes, h, mem = _triton_lif().forward(x, k, spec)
         _save_for_backward(ctx, x, decay, spec, h)
-        ctx.k, ctx.x_dtype = float(k), x.dtype
+        # a float, or the detached 0-dim tensor: never read on the host (no synchronisation)
+        ctx.k, ctx.x_dtype = k, x.dtype
         return spikes, mem
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_s: Tensor | None, grad_h: Tensor | None):  # type: ignore[override]
-        if grad_s is None and grad_h is None:
-            return None, None, None
-        h, x = ctx.saved_tensors
-        a, b = _coefficients(ctx.spec, ctx.k)
-        grad_x, grad_k = _triton_lif().backward(
-            h, x, ctx.k, a, b, grad_s, grad_h, ctx.spec, ctx.need_k, ctx.x_dtype
-        )
-        return *_input_grads(ctx, grad_x, grad_k), None
+    backward = _node_backward(_triton_grads)
 
 
 def lif_fused(

@@ -33,6 +33,14 @@ membrane output is that rounded to ``x``'s dtype. The backward is the C++ kernel
 float32 (gradients agree with the reference to rounding; half-precision gradients are the
 float32 ones rounded to ``x``'s dtype).
 
+The decay: a float goes to the kernels as scalar arguments (with the constants derived from
+it). A 0-dim tensor decay (learnable, e.g. ``ParametricLIF``'s) is never read on the host, which
+would make every call wait for the GPU: its constants (forward: ``k``, ``1 - k``, ``k v_r``;
+backward: ``k`` and the coefficients ``a``, ``b``) are computed with tensor ops into a float32
+[3] device tensor that the kernels load (``K_PTR``), rounded as the float path rounds them, and
+the forward takes ``torch.lerp``'s branch (``|k| < 0.5``) at run time instead of as a
+compile-time constant. Results are the same bits either way.
+
 Forms, surrogates and their parameters use the C++ kernel's codes (:mod:`._lif_cpp`); a
 surrogate subclass (which may override ``grad``) is not supported here and runs eagerly.
 """
@@ -64,17 +72,27 @@ def _round_bf16(v):
 
 @triton.jit(do_not_specialize=["steps", "n"])
 def _lif_forward_kernel(
-    x_ptr, s_ptr, h_ptr, m_ptr, steps, n, thr, vr, k, a1, kvr,
+    x_ptr, s_ptr, h_ptr, m_ptr, c_ptr, steps, n, thr, vr, k, a1, kvr,
     FORM: tl.constexpr, HARD: tl.constexpr, STRICT: tl.constexpr, SMALL: tl.constexpr,
-    STORE_M: tl.constexpr, BLOCK: tl.constexpr,
+    STORE_M: tl.constexpr, K_PTR: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """Spikes ``s`` (x's dtype), float32 membrane ``h`` and (``STORE_M``) the membrane in
-    ``m``'s dtype, all [T, N], of ``x`` [T, N]; one program per ``BLOCK`` elements."""
+    ``m``'s dtype, all [T, N], of ``x`` [T, N]; one program per ``BLOCK`` elements. With
+    ``K_PTR`` the constants ``(k, a1, kvr)`` are read from ``c_ptr`` (float32 [3]; the scalar
+    arguments are unused) and lerp's branch is taken on ``|k| < 0.5`` at run time (``SMALL`` is
+    unused)."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     h = tl.zeros([BLOCK], dtype=tl.float32) + vr  # the state before the first step: (vr, 0)
     fired = offs < 0  # s_{-1} = 0
+    if K_PTR:  # a tensor decay: its constants in device memory
+        k = tl.load(c_ptr)
+        a1 = tl.load(c_ptr + 1)
+        kvr = tl.load(c_ptr + 2)
     km1 = k - 1.0
+    if K_PTR:  # lerp's branch (SMALL) at run time: fma(e - v, kw, v if small else e)
+        small = tl.abs(k) < 0.5  # ATen tests the float32 k
+        kw = tl.where(small, k, km1)
     for _ in range(steps):
         xi = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         if FORM == 2:  # snntorch: u = x + k h_{t-1}, then the reset
@@ -85,7 +103,9 @@ def _lif_forward_kernel(
             v = tl.where(fired, h - thr, h)
         if FORM == 0:  # torch.lerp(v, x + vr, k), ATen's two branches
             e = xi + vr
-            if SMALL:
+            if K_PTR:
+                h = tl.fma(e - v, kw, tl.where(small, v, e))
+            elif SMALL:
                 h = tl.fma(e - v, k, v)
             else:
                 h = tl.fma(e - v, km1, e)
@@ -132,15 +152,20 @@ def _surrogate_grad(z, p0, p1, SUR: tl.constexpr):
 
 @triton.jit(do_not_specialize=["steps", "n"])
 def _lif_backward_kernel(
-    h_ptr, x_ptr, gs_ptr, gh_ptr, gx_ptr, gk_ptr, steps, n, thr, vr, k, a, b, p0, p1,
+    h_ptr, x_ptr, gs_ptr, gh_ptr, gx_ptr, gk_ptr, c_ptr, steps, n, thr, vr, k, a, b, p0, p1,
     FORM: tl.constexpr, HARD: tl.constexpr, STRICT: tl.constexpr, DETACH: tl.constexpr,
     SUR: tl.constexpr, HAS_GS: tl.constexpr, HAS_GH: tl.constexpr, NEED_K: tl.constexpr,
-    BLOCK: tl.constexpr,
+    K_PTR: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """BPTT over ``BLOCK`` elements, the C++ kernel's ``backward_range``: with ``d_t = dL/dh_t
     = gh_t + sg_t (gs_t + c_{t+1}) + r_{t+1}`` (``c`` through step t+1's reset, ``r`` through its
     charge), writes ``dL/dx`` [T, N] (``gx``'s dtype) and, with ``NEED_K``, this program's sum
-    of ``dL/dk`` to ``gk[program]``."""
+    of ``dL/dk`` to ``gk[program]``. With ``K_PTR`` the constants ``(k, a, b)`` are read from
+    ``c_ptr`` (float32 [3]; the scalar arguments are unused)."""
+    if K_PTR:  # a tensor decay: its constants in device memory
+        k = tl.load(c_ptr)
+        a = tl.load(c_ptr + 1)
+        b = tl.load(c_ptr + 2)
     pid = tl.program_id(0)
     offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
@@ -246,6 +271,27 @@ def _grid(n: int, block: int) -> tuple[int]:
     return (max(1, triton.cdiv(n, block)),)
 
 
+def _device_constants(values: tuple[Tensor | float, ...], device: torch.device) -> Tensor:
+    """The float32 [len(values)] tensor on ``device`` of ``values`` (floats and 0-dim tensors),
+    each rounded once to float32 as a float kernel argument is, built with tensor ops only: no
+    value is read on the host (no synchronisation with the device)."""
+    wide = [
+        v.to(device=device, dtype=torch.float64) if isinstance(v, Tensor)
+        else torch.full((), v, dtype=torch.float64, device=device)
+        for v in values
+    ]
+    return torch.stack(wide).float()
+
+
+def forward_constants(spec, k: Tensor, device: torch.device) -> Tensor:
+    """``(k, 1 - k, k v_r)`` of a tensor decay as a float32 [3] tensor on ``device`` for the
+    forward kernel's ``c_ptr``: the float32 tensor arithmetic of
+    :func:`snngen.spiking._lif_cpp.forward_constants` on ``k.float()`` (the state is float32,
+    whatever the decay's dtype), the same values without reading them on the host."""
+    k = k.float()
+    return _device_constants((k, 1.0 - k, k * spec.vr), device)
+
+
 def forward(
     x: Tensor, k: Tensor | float, spec, block: int | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -254,32 +300,40 @@ def forward(
     itself for a float32 input). ``block``: elements per program (default :data:`BLOCK`)."""
     steps, n = x.shape
     block = block or BLOCK
-    # a tensor decay (learnable) gives float32 tensor arithmetic, whatever its dtype: the state
-    # is float32
-    kf, a1, kvr = _lif_cpp.forward_constants(spec, k.float() if isinstance(k, Tensor) else k)
-    small = abs(float(torch.tensor(kf, dtype=torch.float32))) < 0.5  # ATen tests the float32 k
+    consts = None
+    if isinstance(k, Tensor):  # a tensor decay (learnable): its constants stay on the device
+        consts = forward_constants(spec, k, x.device)
+        kf = a1 = kvr = 0.0
+        small = False  # decided in the kernel
+    else:
+        kf, a1, kvr = _lif_cpp.forward_constants(spec, k)
+        small = abs(float(torch.tensor(kf, dtype=torch.float32))) < 0.5  # ATen tests the float32 k
     spikes = torch.empty_like(x)
     h = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     mem = h if x.dtype == torch.float32 else torch.empty_like(x)
     if x.numel() == 0:
         return spikes, h, mem
     _lif_forward_kernel[_grid(n, block)](
-        x, spikes, h, mem, steps, n, float(spec.v_threshold), spec.vr, kf, a1, kvr,
-        FORM=_lif_cpp._FORM_CODES[(spec.form, bool(spec.decay_input))], HARD=spec.hard,
-        STRICT=bool(spec.strict_threshold), SMALL=small, STORE_M=mem is not h,
-        BLOCK=block,
+        x, spikes, h, mem, h if consts is None else consts, steps, n, float(spec.v_threshold),
+        spec.vr, kf, a1, kvr, FORM=_lif_cpp._FORM_CODES[(spec.form, bool(spec.decay_input))],
+        HARD=spec.hard, STRICT=bool(spec.strict_threshold), SMALL=small, STORE_M=mem is not h,
+        K_PTR=consts is not None, BLOCK=block,
     )
     return spikes, h, mem
 
 
 def backward(
-    h: Tensor, x: Tensor | None, k: float, a: float, b: float, grad_s: Tensor | None,
-    grad_h: Tensor | None, spec, need_k: bool, dtype: torch.dtype, block: int | None = None,
+    h: Tensor, x: Tensor | None, k: Tensor | float, a: Tensor | float, b: Tensor | float,
+    grad_s: Tensor | None, grad_h: Tensor | None, spec, need_k: bool, dtype: torch.dtype,
+    block: int | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """BPTT from the saved float32 ``h`` [T, N] (and ``x`` where needed); ``(a, b)`` are
-    ``dh_t/dv_t`` and ``dh_t/dx_t`` (:func:`snngen.spiking.kernels._coefficients`). Returns
-    ``(dL/dx [T, N] in dtype, dL/dk as a float64 0-dim tensor, or None unless need_k)``;
-    upstream gradients may have any strides (made contiguous)."""
+    ``dh_t/dv_t`` and ``dh_t/dx_t`` (:func:`snngen.spiking.kernels._coefficients`). ``k``,
+    ``a`` and ``b`` are floats or (a tensor decay) 0-dim tensors, which go to the kernel as a
+    float32 device tensor without being read on the host; either way each is rounded once to
+    float32 (give tensors in float64 for a float's rounding). Returns ``(dL/dx [T, N] in dtype,
+    dL/dk as a float64 0-dim tensor, or None unless need_k)``; upstream gradients may have any
+    strides (made contiguous)."""
     steps, n = h.shape
     block = block or BLOCK
     need_k = bool(need_k) and spec.form != "if"
@@ -289,13 +343,19 @@ def backward(
     grid = _grid(n, block)
     gx = torch.empty(h.shape, dtype=dtype, device=h.device)
     gk = torch.zeros(grid[0] if need_k else 1, dtype=torch.float32, device=h.device)
+    consts = None
+    if any(isinstance(v, Tensor) for v in (k, a, b)):
+        consts = _device_constants((k, a, b), h.device)
+        k = a = b = 0.0
     if h.numel() > 0:
         _lif_backward_kernel[grid](
             h, h if x is None else x, h if gs is None else gs, h if gh is None else gh, gx, gk,
-            steps, n, float(spec.v_threshold), spec.vr, float(k), float(a), float(b), p0, p1,
+            h if consts is None else consts, steps, n, float(spec.v_threshold), spec.vr,
+            float(k), float(a), float(b), p0, p1,
             FORM=_lif_cpp._FORM_CODES[(spec.form, bool(spec.decay_input))], HARD=spec.hard,
             STRICT=bool(spec.strict_threshold), DETACH=bool(spec.detach_reset), SUR=sur,
-            HAS_GS=gs is not None, HAS_GH=gh is not None, NEED_K=need_k, BLOCK=block,
+            HAS_GS=gs is not None, HAS_GH=gh is not None, NEED_K=need_k,
+            K_PTR=consts is not None, BLOCK=block,
         )
     return gx, (gk.sum(dtype=torch.float64) if need_k else None)
 

@@ -13,8 +13,10 @@ write traffic. At T=8 on the benchmark tensor (snnTorch form, one thread) that t
 from ~3.9 to ~2.3 ms and the backward from ~4.5 to ~3.6 ms. Compiled with
 ``-DSNNGEN_STREAM=0`` (not a default flag), the rows are copied out with plain stores.
 The backward computes the surrogate derivative inside its one loop over a block (a type per
-surrogate, ``SurGrad``; only the sigmoid's ``exp``, which gcc does not vectorise, gets a pass of
-its own) and leaves the membrane-gradient term out when no membrane gradient is given, rather
+surrogate, ``SurGrad``; the float32 sigmoid with the kernel's own vectorisable ``exp``, a
+Cody-Waite reduction and Cephes' polynomial, ~1 ulp, since gcc does not vectorise ``std::exp``:
+its backward went from ~25 to ~5.5 ms at T=8; only the float64 sigmoid keeps a scalar pass of its
+own) and leaves the membrane-gradient term out when no membrane gradient is given, rather
 than reading a row of zeros: on the AMD EPYC VM of this project, T=8, one thread, that took the
 backward kernel from ~4.9 to ~3.3 ms (forward + backward from 1.72x to 1.35x a ReLU's two
 calls, measured back to back), with bit-identical gradients.

@@ -2,6 +2,7 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -128,7 +129,7 @@ void forward_range(const T* __restrict x, T* __restrict sp_out, T* __restrict h_
 // snngen/spiking/surrogate.py (``grad``), one type per surrogate so that the backward's loop
 // computes them inline (a separate pass over the block cost ~25% of the backward). ``prepare``
 // fills the block's row first where the formula would keep the loop from vectorising (the
-// sigmoid's exp); ``at(h, sg, i)`` is g(h[i]).
+// float64 sigmoid's exp; float32 has exp_vectorisable); ``at(h, sg, i)`` is g(h[i]).
 template <typename T, int S>
 struct SurGrad;
 
@@ -158,6 +159,39 @@ struct SurGrad<T, SIGMOID> {
     }
   }
   T at(const T*, const T* __restrict sg, int64_t i) const { return sg[i]; }
+};
+
+// e^x for float32, written so that gcc vectorises it inside a loop (std::exp is a scalar
+// libm call): Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, Cephes' expf polynomial for e^r
+// (~1 ulp), 2^n built in the exponent bits. x is clamped to [-87.3, 88.3], where e^x stays a
+// normal float (the sigmoid's derivative there is below 1e-37 either way).
+inline float exp_vectorisable(float x) {
+  x = std::min(std::max(x, -87.3f), 88.3f);
+  const float n = std::floor(std::fma(x, 1.44269504088896341f, 0.5f));
+  float r = std::fma(n, -0.693359375f, x);
+  r = std::fma(n, 2.12194440e-4f, r);
+  float p = 1.9875691500e-4f;
+  p = std::fma(p, r, 1.3981999507e-3f);
+  p = std::fma(p, r, 8.3334519073e-3f);
+  p = std::fma(p, r, 4.1665795894e-2f);
+  p = std::fma(p, r, 1.6666665459e-1f);
+  p = std::fma(p, r, 5.0000001201e-1f);
+  p = std::fma(p, r * r, r) + 1.0f;
+  const std::int32_t bits = (static_cast<std::int32_t>(n) + 127) << 23;
+  return p * std::bit_cast<float>(bits);
+}
+
+template <>
+struct SurGrad<float, SIGMOID> {
+  // the float32 sigmoid with the vectorisable exp, inline like the others
+  static constexpr int kind = SIGMOID;
+  float thr, p0;
+  SurGrad(float thr_, float p0_, float) : thr(thr_), p0(p0_) {}
+  void prepare(const float*, float*, int64_t) const {}
+  float at(const float* __restrict h, const float*, int64_t i) const {
+    const float s = 1.0f / (1.0f + exp_vectorisable(-(p0 * (h[i] - thr))));
+    return p0 * s * (1.0f - s);
+  }
 };
 
 template <typename T>

@@ -11,6 +11,10 @@
 # Needs, besides what the GPU machine has (torch+CUDA, Triton, CuPy, Lightning, torchmetrics):
 # mlxtend, snntorch, spikingjelly as wheels in .whl/ (made here by scripts/gpu_wheels.sh).
 # With the device tool: carry [".whl"] and run `bash scripts/gpu_check.sh`.
+#
+# GPU_CHECK_DEVICE=cpu runs the same steps on the CPU as a rehearsal (2 training steps, the
+# benchmarks' quick settings, the Triton tests in the interpreter): it checks the script's own
+# commands and options where no GPU is lent (tests/test_gpu_check.py, slow marker).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
@@ -19,8 +23,17 @@ if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target /tmp/site .whl/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
-python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU visible')" \
-  || exit 2
+device="${GPU_CHECK_DEVICE:-cuda}"
+if [ "$device" = cuda ]; then
+  python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU visible')" \
+    || exit 2
+  accelerator=gpu; train_steps=20
+  neuron_args=(--device cuda); step_args=(--device cuda --repeat 3)
+else  # the CPU rehearsal
+  export TRITON_INTERPRET=1
+  accelerator=cpu; train_steps=2
+  neuron_args=(--quick --no-cpp); step_args=(--device cpu --repeat 1 --batch 2)
+fi
 declare -a names=() results=() seconds=()
 step() {  # step NAME COMMAND...: run, time, record
   local name="$1"; shift
@@ -32,27 +45,27 @@ step() {  # step NAME COMMAND...: run, time, record
 }
 step cuda-tests python3 -m pytest -q -x -p no:cacheprovider tests/spiking tests/test_generation.py \
     tests/diffusion/test_diffusion_samplers.py
-step neurons python3 benchmarks/neurons.py --device cuda --json "$out/neurons.json"
-step model-steps python3 benchmarks/model_steps.py --device cuda --repeat 3 \
+step neurons python3 benchmarks/neurons.py "${neuron_args[@]}" --out "$out/neurons.json"
+step model-steps python3 benchmarks/model_steps.py "${step_args[@]}" \
     --json "$out/model_steps.json"
 runs="$(mktemp -d)"
 for cfg in sae_mnist5k fsvae_mnist5k ann_vae_mnist5k ddpm_mnist5k_small sddpm_mnist5k_small \
            vqvae_temporal_mnist5k_small; do
-  step "train-$cfg" python3 -m snngen train "configs/$cfg.yaml" trainer.max_steps=20 \
-      trainer.accelerator=gpu trainer.devices=1 eval.n_samples=64 "out_dir=$runs" "name=$cfg"
+  step "train-$cfg" python3 -m snngen train "configs/$cfg.yaml" trainer.max_steps=$train_steps \
+      trainer.accelerator=$accelerator trainer.devices=1 eval.n_samples=64 "out_dir=$runs" "name=$cfg"
   if [ "$cfg" != vqvae_temporal_mnist5k_small ]; then
-    step "sample-$cfg" python3 -m snngen sample "$runs/$cfg" --n 16 --device cuda \
+    step "sample-$cfg" python3 -m snngen sample "$runs/$cfg" --n 16 --device $device \
         --out "$out/$cfg.png"
-    step "eval-$cfg" python3 -m snngen eval "$runs/$cfg" --n 64 --device cuda
+    step "eval-$cfg" python3 -m snngen eval "$runs/$cfg" --n 64 --device $device
   fi
 done
 step train-sdm_tsm python3 -m snngen train configs/sdm_tsm_mnist5k_small.yaml \
-    trainer.max_steps=20 trainer.accelerator=gpu trainer.devices=1 eval.n_samples=64 \
+    trainer.max_steps=$train_steps trainer.accelerator=$accelerator trainer.devices=1 eval.n_samples=64 \
     "model.init_from=$runs/sddpm_mnist5k_small" "out_dir=$runs" name=sdm_tsm
 step train-vq_prior python3 -m snngen train configs/vq_prior_temporal_mnist5k_small.yaml \
-    trainer.max_steps=20 trainer.accelerator=gpu trainer.devices=1 eval.n_samples=64 \
+    trainer.max_steps=$train_steps trainer.accelerator=$accelerator trainer.devices=1 eval.n_samples=64 \
     "model.stage1_run=$runs/vqvae_temporal_mnist5k_small" "out_dir=$runs" name=vq_prior
-step eval-vq_prior python3 -m snngen eval "$runs/vq_prior" --n 64 --device cuda
+step eval-vq_prior python3 -m snngen eval "$runs/vq_prior" --n 64 --device $device
 printf '\n%-40s %-8s %8s\n' "check" "result" "seconds"
 for i in "${!names[@]}"; do
   printf '%-40s %-8s %8s\n' "${names[$i]}" "${results[$i]}" "${seconds[$i]}"

@@ -4,7 +4,7 @@
 #      CPU build where the machine's pip finds one (as on snngen's CI machines). On a CPU-only
 #      machine whose pip would fetch the CUDA build, set TORCH_INDEX_URL to PyTorch's CPU wheel
 #      index first. torchvision is never installed: snngen does not use it.
-#   2. snngen itself, editable, with its test extras (pytest, hypothesis, ruff, tonic).
+#   2. snngen itself, editable, with its test extras (pytest, pytest-xdist, hypothesis, ruff, tonic).
 #   3. The optional C++ fused LIF kernel (about 40 s with gcc and ninja; 2-3x faster LIF on CPU).
 #      A failed build only prints a line: snngen then uses its eager fused kernel.
 #      SNNGEN_BUILD_CPP=0 skips it.

@@ -1,7 +1,8 @@
 """Train the tiny model with ``fit`` from a script (Lightning's DDP launcher re-runs it per rank).
 
-Usage: python tests/ddp_worker.py RUN_DIR DEVICES BATCH_PER_DEVICE STEPS
-Writes the trained weights to RUN_DIR/weights.pt (rank 0).
+Usage: python tests/ddp_worker.py RUN_DIR DEVICES BATCH_PER_DEVICE[,BATCH...] STEPS
+Writes the trained weights to RUN_DIR/b<BATCH>/weights.pt (rank 0), one run per batch size
+(several only in one process: one interpreter start for the single-process runs).
 """
 
 from __future__ import annotations
@@ -38,4 +39,5 @@ def main(run_dir: str, devices: int, batch: int, steps: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    for b in sys.argv[3].split(","):
+        main(str(Path(sys.argv[1]) / f"b{b}"), int(sys.argv[2]), int(b), int(sys.argv[4]))

@@ -133,29 +133,32 @@ void forward_range(const T* __restrict x, T* __restrict sp_out, T* __restrict h_
 template <typename T, int S>
 struct SurGrad;
 
-template <typename T>
-struct SurGrad<T, ATAN> {
-  // alpha/2 / (1 + (pi/2 alpha x)^2); p0 = alpha
-  static constexpr int kind = ATAN;
-  T thr, c, half;
-  SurGrad(T thr_, T p0, T) : thr(thr_), c(T(M_PI / 2) * p0), half(p0 / T(2)) {}
+// what every surrogate type shares: its code, the threshold, its parameters (p0, p1), and no
+// preparation pass
+template <typename T, int S>
+struct SurBase {
+  static constexpr int kind = S;
+  T thr, p0, p1;
+  SurBase(T thr_, T p0_, T p1_) : thr(thr_), p0(p0_), p1(p1_) {}
   void prepare(const T*, T*, int64_t) const {}
+};
+
+template <typename T>
+struct SurGrad<T, ATAN> : SurBase<T, ATAN> {  // alpha/2 / (1 + (pi/2 alpha x)^2); p0 = alpha
+  using SurBase<T, ATAN>::SurBase;
   T at(const T* __restrict h, const T*, int64_t i) const {
-    const T z = c * (h[i] - thr);
-    return half / (T(1) + z * z);
+    const T z = (T(M_PI / 2) * this->p0) * (h[i] - this->thr);
+    return (this->p0 / T(2)) / (T(1) + z * z);
   }
 };
 
 template <typename T>
-struct SurGrad<T, SIGMOID> {
-  // alpha s (1 - s), s = sigmoid(alpha x); p0 = alpha
-  static constexpr int kind = SIGMOID;
-  T thr, p0;
-  SurGrad(T thr_, T p0_, T) : thr(thr_), p0(p0_) {}
+struct SurGrad<T, SIGMOID> : SurBase<T, SIGMOID> {  // alpha s (1 - s), s = sigmoid(alpha x)
+  using SurBase<T, SIGMOID>::SurBase;
   void prepare(const T* __restrict h, T* __restrict sg, int64_t nb) const {
     for (int64_t i = 0; i < nb; ++i) {
-      const T s = T(1) / (T(1) + std::exp(-(p0 * (h[i] - thr))));
-      sg[i] = p0 * s * (T(1) - s);
+      const T s = T(1) / (T(1) + std::exp(-(this->p0 * (h[i] - this->thr))));
+      sg[i] = this->p0 * s * (T(1) - s);
     }
   }
   T at(const T*, const T* __restrict sg, int64_t i) const { return sg[i]; }
@@ -182,12 +185,8 @@ inline float exp_vectorisable(float x) {
 }
 
 template <>
-struct SurGrad<float, SIGMOID> {
-  // the float32 sigmoid with the vectorisable exp, inline like the others
-  static constexpr int kind = SIGMOID;
-  float thr, p0;
-  SurGrad(float thr_, float p0_, float) : thr(thr_), p0(p0_) {}
-  void prepare(const float*, float*, int64_t) const {}
+struct SurGrad<float, SIGMOID> : SurBase<float, SIGMOID> {  // float32: inline, own exp
+  using SurBase<float, SIGMOID>::SurBase;
   float at(const float* __restrict h, const float*, int64_t i) const {
     const float s = 1.0f / (1.0f + exp_vectorisable(-(p0 * (h[i] - thr))));
     return p0 * s * (1.0f - s);
@@ -195,39 +194,28 @@ struct SurGrad<float, SIGMOID> {
 };
 
 template <typename T>
-struct SurGrad<T, RECT> {
-  // 1[|x + offset| < width/2] / width; p0 = width, p1 = offset
-  static constexpr int kind = RECT;
-  T thr, p1, half, inv;
-  SurGrad(T thr_, T p0, T p1_) : thr(thr_), p1(p1_), half(p0 / T(2)), inv(T(1) / p0) {}
-  void prepare(const T*, T*, int64_t) const {}
+struct SurGrad<T, RECT> : SurBase<T, RECT> {  // 1[|x + p1| < p0/2] / p0 (width, offset)
+  using SurBase<T, RECT>::SurBase;
   T at(const T* __restrict h, const T*, int64_t i) const {
     // a 0/1 factor rather than a select: gcc vectorises the fused loop with it
-    return static_cast<T>(std::abs((h[i] - thr) + p1) < half) * inv;
+    return static_cast<T>(std::abs((h[i] - this->thr) + this->p1) < this->p0 / T(2)) *
+           (T(1) / this->p0);
   }
 };
 
 template <typename T>
-struct SurGrad<T, TRI> {
-  // max(0, 1 - |x|/width) / width; p0 = width
-  static constexpr int kind = TRI;
-  T thr, p0;
-  SurGrad(T thr_, T p0_, T) : thr(thr_), p0(p0_) {}
-  void prepare(const T*, T*, int64_t) const {}
+struct SurGrad<T, TRI> : SurBase<T, TRI> {  // max(0, 1 - |x|/width) / width; p0 = width
+  using SurBase<T, TRI>::SurBase;
   T at(const T* __restrict h, const T*, int64_t i) const {
-    return std::max(T(1) - std::abs(h[i] - thr) / p0, T(0)) / p0;
+    return std::max(T(1) - std::abs(h[i] - this->thr) / this->p0, T(0)) / this->p0;
   }
 };
 
 template <typename T>
-struct SurGrad<T, FAST> {
-  // 1 / (slope |x| + 1)^2; p0 = slope
-  static constexpr int kind = FAST;
-  T thr, p0;
-  SurGrad(T thr_, T p0_, T) : thr(thr_), p0(p0_) {}
-  void prepare(const T*, T*, int64_t) const {}
+struct SurGrad<T, FAST> : SurBase<T, FAST> {  // 1 / (slope |x| + 1)^2; p0 = slope
+  using SurBase<T, FAST>::SurBase;
   T at(const T* __restrict h, const T*, int64_t i) const {
-    const T q = p0 * std::abs(h[i] - thr) + T(1);
+    const T q = this->p0 * std::abs(h[i] - this->thr) + T(1);
     return T(1) / (q * q);
   }
 };

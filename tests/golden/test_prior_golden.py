@@ -106,7 +106,7 @@ def test_spikes_really_happen(gpt_fx):
     rates: list[float] = []
 
     def record(module, inputs, out):
-        rates.append(float((out[0] if isinstance(out, tuple) else out).float().mean()))
+        rates.append(float((out[0] if isinstance(out, tuple) else out).detach().float().mean()))
 
     neurons = [m for b in gpt.blocks
                for m in (b.attn.k_neuron, b.attn.q_neuron, b.attn.v_neuron, b.act)]

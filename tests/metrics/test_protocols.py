@@ -383,6 +383,8 @@ def test_sddpm_is_uses_ten_consecutive_splits():
     assert result.std == pytest.approx(np.std(parts, ddof=1), rel=1e-4)
 
 
+# the "code" file is a pickle torch's weights-only reader warns about before refusing it
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 @pytest.mark.parametrize("content, fragment", [
     ("wrong_shape", "fc.weight float32 [1008, 2048]"), ("missing", "no such file"),
     ("code", "not a readable weights-only state dict"),

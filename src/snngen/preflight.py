@@ -220,13 +220,15 @@ def check_evaluation(
                 if not (m == "fid" and plan.ref_stats is not None)), default=0)
     if not plan.sample_metrics or (need == 0 and plan.kind != "classifier"):
         return
-    ref = reference if plan.split == "test" and reference is not None else None
-    if ref is None:
-        from snngen.data import get_dataset
+    from snngen.metrics.protocols import DataSource, reference_source
 
-        d = cfg.data
-        ref = get_dataset(d.name, root=d.root, split=plan.split, image_size=d.image_size,
-                          **d.options)
+    # the images the evaluation's reference will read (the protocol decides: the run's data, or
+    # the dataset as published); the open test split serves when it is those very images
+    source = reference_source(plan.protocol, cfg.data)
+    if plan.split == "test" and reference is not None and source == DataSource.of(cfg.data):
+        ref = reference
+    else:
+        ref = source.open(plan.split)
     if len(ref) < need:
         raise ConfigError(
             f"eval.protocol={plan.protocol.name}: {list(plan.sample_metrics)} need at least "

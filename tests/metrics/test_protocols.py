@@ -537,3 +537,34 @@ def test_eval_reads_the_protocols_reference_of_a_padding_config(protocol, monkey
         assert asked == [("snngen", padded, "test")]
         assert RecordingImages.opened == [(padded, split)]
         assert {s[1:] for s in RecordingImages.shapes} == {(1, 32, 32)}
+
+
+@pytest.mark.parametrize("protocol", ["leaderboard", "snngen"])
+def test_preflight_opens_the_reference_the_evaluation_reads(protocol, monkeypatch):
+    """The check before training counts the images of the reference the protocol reads
+    (``reference_source``): the published digits for ``leaderboard``, the run's padded test
+    split (the one already open) for ``snngen``."""
+    from tiny_model import TinyAutoencoder, TinyConfig
+
+    import snngen.preflight as preflight
+    from snngen.models import DataInfo
+
+    opened = []
+    real_open = DataSource.open
+
+    def recording_open(self, split):
+        opened.append((self, split))
+        return real_open(self, split)
+
+    monkeypatch.setattr(DataSource, "open", recording_open)
+    monkeypatch.setattr(preflight, "check_classifier_data", lambda *a: None)
+    cfg = _padding_config()
+    cfg.eval.protocol, cfg.eval.metrics, cfg.eval.n_samples = protocol, ["fid"], None
+    model = TinyAutoencoder(TinyConfig(hidden=8), DataInfo(channels=1, image_size=32))
+    test_split = DataSource.of(cfg.data).open("test")
+    opened.clear()
+    preflight.check_evaluation(cfg, model, reference=test_split)
+    if protocol == "leaderboard":
+        assert opened == [(DataSource("mnist5k"), "train")]
+    else:
+        assert opened == []  # the padded test split given is the reference itself

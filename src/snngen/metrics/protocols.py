@@ -246,6 +246,13 @@ class DataSource:
         """From a :class:`~snngen.config.DataConfig` (or anything with the same fields)."""
         return cls(data.name, data.root, data.image_size, tuple(sorted(data.options.items())))
 
+    def open(self, split: str):
+        """The dataset's ``split`` as this source reads it (:func:`snngen.data.get_dataset`)."""
+        from snngen.data import get_dataset
+
+        return get_dataset(self.name, root=self.root, split=split, image_size=self.image_size,
+                           **dict(self.options))
+
 
 def reference_source(protocol: MetricProtocol, data: Any) -> DataSource:
     """The images ``protocol``'s reference reads for a run whose data section is ``data`` (a
@@ -264,10 +271,7 @@ class ReferenceImages:
     of one split (event items as count images, as the sample side)."""
 
     def __init__(self, source: DataSource, split: str, n: int | None, batch_size: int = 250):
-        from snngen.data import get_dataset
-
-        self.dataset = get_dataset(source.name, root=source.root, split=split,
-                                   image_size=source.image_size, **dict(source.options))
+        self.dataset = source.open(split)
         self.n = len(self.dataset) if n is None else min(n, len(self.dataset))
         self.batch_size = batch_size
 

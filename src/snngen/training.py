@@ -370,16 +370,22 @@ class AtomicCheckpoint(L.Callback):
             and not (p := self.path.parent / snapshot_name(k, n)).is_file()
         ]
 
+    @staticmethod
+    def write(trainer: L.Trainer, path: Path) -> None:
+        """Write a resumable checkpoint to ``path``. This writes, it loads nothing: Lightning's
+        ``weights_only=False`` asks it to include the optimiser, loop and RNG state (what exact
+        resume needs); every read (resume: :class:`SafeCheckpointIO`; ``snngen.runs``) goes through
+        :func:`snngen.files.load_checkpoint`, data only. Every rank calls it, rank 0 writes."""
+        trainer.save_checkpoint(path, weights_only=False)
+
     def save(self, trainer: L.Trainer, step: int) -> None:
-        # a save, nothing is loaded: weights_only=False here means "also write the optimiser,
-        # loop and RNG state" (what resume needs). Every rank calls it, rank 0 writes.
-        trainer.save_checkpoint(self.path, weights_only=False)
+        self.write(trainer, self.path)
         self.saved_step = step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         k = pl_module.batches_seen
         for snap in self._due_snapshots(pl_module):
-            trainer.save_checkpoint(snap, weights_only=False)
+            self.write(trainer, snap)
         if k % self.every == 0 or pl_module.finished:
             self.save(trainer, k)
 

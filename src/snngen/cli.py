@@ -16,7 +16,7 @@ from pathlib import Path
 from snngen.errors import SnngenError
 
 if typing.TYPE_CHECKING:
-    import torch
+    pass
 from snngen.importers.run_folder import FAMILY_MODELS
 
 EPILOG_TRAIN = """examples:
@@ -332,13 +332,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _attach_training_set(run) -> None:
-    """:func:`snngen.api.attach_training_set` (kept here for ``snngen.generation``'s workers)."""
-    from snngen.api import attach_training_set
-
-    attach_training_set(run)
-
-
 def _values_per_sample(info) -> int:
     if info.events:
         return (info.time_bins or 1) * 2 * info.image_size**2
@@ -347,6 +340,7 @@ def _values_per_sample(info) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from snngen.api import check_metrics, evaluate_run
+    from snngen.devices import check_devices
     from snngen.runs import load_run
 
     metrics = check_metrics(args.metrics)
@@ -364,17 +358,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_devices(device: str, devices: int) -> torch.device:
-    """The ``--device`` to evaluate on, refusing ``--devices N`` beyond this machine's GPUs."""
-    import torch
-
-    from snngen.generation import resolve_device
-
-    dev = resolve_device(device)
-    if dev.type == "cuda" and devices > torch.cuda.device_count():
-        raise SnngenError(f"--devices {devices}: this machine has {torch.cuda.device_count()} "
-                          "GPU(s); use fewer, or --device cpu for CPU processes")
-    return dev
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -54,10 +54,13 @@ def get_model_entry(name: str) -> ModelEntry:
     return ModelEntry(name, getattr(module, cfg_name), getattr(module, cls_name))
 
 
-def build_model(cfg, info: DataInfo) -> GenerativeModel:
-    """Return the model described by a model config dataclass (with a ``name`` field)."""
+def build_model(cfg, info: DataInfo, **parts) -> GenerativeModel:
+    """Return the model described by a model config dataclass (with a ``name`` field).
+
+    ``parts``: what the model's :attr:`~snngen.models.base.GenerativeModel.run_parts` name,
+    loaded from other run folders by :func:`snngen.runs.load_model_parts`."""
     entry = get_model_entry(cfg.name)
-    return entry.model_cls(cfg, info)
+    return entry.model_cls(cfg, info, **parts)
 
 
 __all__ = [

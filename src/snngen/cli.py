@@ -96,6 +96,7 @@ EPILOG_LEADERBOARD = """examples:
   snngen leaderboard --budget-minutes 15      # a longer budget, its own board folder
   snngen leaderboard --quick                  # a smoke test of the whole pipeline (minutes)
   snngen leaderboard --rows sddpm,sdm --jobs 2
+  snngen leaderboard --rows fsvae,my_model.yaml   # your own model's config as a row
 run from the repository root; writes docs/leaderboard.md (+ .json) and docs/img/*.png; an
 interrupted board resumes: finished stages are not retrained, measured rows not remeasured
 """
@@ -272,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=positive_int, default=None,
                    help="processes at once, one thread each (default: the CPU count)")
     p.add_argument("--rows", default=None,
-                   help="comma list of rows to run (default all): " + LEADERBOARD_ROWS)
+                   help="comma list of rows to run (default all): " + LEADERBOARD_ROWS
+                   + ", or a config file (.yaml) for a row of your own model")
     p.add_argument("--remeasure", action="store_true",
                    help="measure every row again (trained stages are kept)")
 

@@ -108,3 +108,21 @@ def test_snngen_models_still_build_with_a_broken_plugin_installed(tmp_path, name
     from snngen.models import get_model_entry
 
     assert get_model_entry(name).name == name
+
+
+def test_a_config_file_is_a_leaderboard_row_of_its_own(tmp_path):
+    from snngen.board import Board, train_overrides
+    from snngen.board.entries import entry
+    from snngen.board.settings import BoardSettings
+
+    row = entry(str(CONFIG))
+    assert (row.key, row.family, [s.config for s in row.stages]) == (
+        "tiny_spiking_vae_mnist5k", "custom", [str(CONFIG)])
+    with pytest.raises(KeyError, match="no config file"):
+        entry(str(tmp_path / "missing.yaml"))
+    with pytest.raises(KeyError, match="or the path of a config file"):
+        entry("no_such_row")
+    board = Board(tmp_path, BoardSettings(budget_minutes=2.0))
+    overrides = train_overrides(board, row.final_stage)  # the whole budget, like any one-stage row
+    assert "trainer.max_cpu_minutes=2.0" in overrides
+    assert f"out_dir={(tmp_path / 'runs').resolve()}" in overrides

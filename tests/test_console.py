@@ -13,8 +13,9 @@ from torch import nn
 
 from snngen.cli import main
 from snngen.config import build_run_config
-from snngen.console import VERBOSE_ENV, describe_finish, describe_training
+from snngen.console import VERBOSE_ENV, describe_finish
 from snngen.models import DataInfo
+from snngen.preflight import describe_training
 
 BANNERS = ("GPU available", "TPU available", "Tip:", "litlogger", "LOCAL_RANK")
 STEPS = 6

@@ -427,7 +427,7 @@ def test_a_device_this_machine_lacks_is_one_line_before_anything(argv, tmp_path,
 
 
 def test_more_devices_than_gpus_is_refused(monkeypatch):
-    from snngen.cli import check_devices
+    from snngen.devices import check_devices
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

@@ -16,7 +16,6 @@ Importing this module is cheap: torch, Lightning and the models load when a func
 
 from __future__ import annotations
 
-import functools
 import inspect
 import math
 import numbers
@@ -32,7 +31,6 @@ from snngen.errors import ConfigError, SnngenError
 if typing.TYPE_CHECKING:
     import torch
     from torch import Tensor
-    from torch.utils.data import Dataset
 
     from snngen.models import GenerativeModel
     from snngen.runs import Run
@@ -138,9 +136,9 @@ def run_training(
     run folder and write nothing of their own.
     """
     from snngen.config import save_config
-    from snngen.console import describe_finish, describe_training
+    from snngen.console import describe_finish
     from snngen.evaluation import finish_run
-    from snngen.preflight import prepare_training
+    from snngen.preflight import describe_training, prepare_training
     from snngen.runs import CONFIG_FILE
     from snngen.training import fit
 
@@ -208,18 +206,6 @@ def train(
 # ----------------------------------------------------------------------------- load
 
 
-def attach_training_set(run: Run) -> None:
-    """Give a diffusion model its run's training set (opened only if Analytic-DPM's Gamma needs
-    it: the reference estimates Gamma on the full training set)."""
-    if hasattr(run.model, "set_gamma_data"):
-        run.model.set_gamma_data(functools.partial(_training_set, run.cfg))
-
-
-def _training_set(cfg) -> Dataset:
-    """The training set of a run config (a module-level function: a model holding it pickles)."""
-    from snngen.runs import open_datasets
-
-    return open_datasets(cfg)[0]
 
 
 def open_run(
@@ -230,8 +216,8 @@ def open_run(
     (``model.run``; ``model.sample`` checks its options as the command line does)."""
     import torch
 
-    from snngen.generation import resolve_device
-    from snngen.runs import load_run
+    from snngen.devices import resolve_device
+    from snngen.runs import attach_training_set, load_run
 
     dev = device if isinstance(device, torch.device) or device is None else resolve_device(device)
     run = load_run(_run_path(run_dir), ema=ema)
@@ -367,7 +353,7 @@ def evaluate_run(
         write_metrics,
     )
     from snngen.files import check_writable_folder
-    from snngen.runs import open_datasets
+    from snngen.runs import attach_training_set, open_datasets
 
     protocol = protocol or run.cfg.eval.protocol
     check_evaluation_request(metrics, n, features, protocol=protocol,
@@ -425,7 +411,7 @@ def evaluate(
     ``temperature``. The samples are kept as shards in ``RUN/samples/<protocol>/``: the same
     call again reuses them. Raises :class:`~snngen.errors.SnngenError` naming a bad value.
     """
-    from snngen.cli import check_devices
+    from snngen.devices import check_devices
 
     names = check_metrics(DEFAULT_EVAL_METRICS if metrics is None else metrics)
     _check_whole("devices", devices)
@@ -479,7 +465,7 @@ def _open_model(source: Any, device: str | None) -> tuple[Run | None, Generative
         run = open_run(_run_path(source), device or "cpu")
         return run, run.model
     if device is not None:
-        from snngen.generation import resolve_device
+        from snngen.devices import resolve_device
 
         model.to(resolve_device(device))
     return run, model

@@ -16,7 +16,7 @@ from pathlib import Path
 from snngen.errors import SnngenError
 
 if typing.TYPE_CHECKING:
-    import torch
+    pass
 from snngen.importers.run_folder import FAMILY_MODELS
 
 EPILOG_TRAIN = """examples:
@@ -96,6 +96,7 @@ EPILOG_LEADERBOARD = """examples:
   snngen leaderboard --budget-minutes 15      # a longer budget, its own board folder
   snngen leaderboard --quick                  # a smoke test of the whole pipeline (minutes)
   snngen leaderboard --rows sddpm,sdm --jobs 2
+  snngen leaderboard --rows fsvae,my_model.yaml   # your own model's config as a row
 run from the repository root; writes docs/leaderboard.md (+ .json) and docs/img/*.png; an
 interrupted board resumes: finished stages are not retrained, measured rows not remeasured
 """
@@ -272,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=positive_int, default=None,
                    help="processes at once, one thread each (default: the CPU count)")
     p.add_argument("--rows", default=None,
-                   help="comma list of rows to run (default all): " + LEADERBOARD_ROWS)
+                   help="comma list of rows to run (default all): " + LEADERBOARD_ROWS
+                   + ", or a config file (.yaml) for a row of your own model")
     p.add_argument("--remeasure", action="store_true",
                    help="measure every row again (trained stages are kept)")
 
@@ -332,13 +334,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _attach_training_set(run) -> None:
-    """:func:`snngen.api.attach_training_set` (kept here for ``snngen.generation``'s workers)."""
-    from snngen.api import attach_training_set
-
-    attach_training_set(run)
-
-
 def _values_per_sample(info) -> int:
     if info.events:
         return (info.time_bins or 1) * 2 * info.image_size**2
@@ -347,6 +342,7 @@ def _values_per_sample(info) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from snngen.api import check_metrics, evaluate_run
+    from snngen.devices import check_devices
     from snngen.runs import load_run
 
     metrics = check_metrics(args.metrics)
@@ -364,17 +360,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_devices(device: str, devices: int) -> torch.device:
-    """The ``--device`` to evaluate on, refusing ``--devices N`` beyond this machine's GPUs."""
-    import torch
-
-    from snngen.generation import resolve_device
-
-    dev = resolve_device(device)
-    if dev.type == "cuda" and devices > torch.cuda.device_count():
-        raise SnngenError(f"--devices {devices}: this machine has {torch.cuda.device_count()} "
-                          "GPU(s); use fewer, or --device cpu for CPU processes")
-    return dev
 
 
 def cmd_info(args: argparse.Namespace) -> int:

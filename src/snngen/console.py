@@ -18,8 +18,8 @@ A training run reads, top to bottom::
   elapsed < time left, rate, postfix; on stderr, so stdout stays the command's result). The
   phases use it with the descriptions ``train`` (steps), ``sample`` (images) and ``features``
   (images; reference statistics too).
-* :func:`describe_training` is the first line of ``snngen train``; :func:`describe_finish` the
-  last.
+* :func:`describe_finish` is the last line of ``snngen train`` (the first is
+  :func:`snngen.preflight.describe_training`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-    from snngen.preflight import TrainingPlan
 
 #: environment variable equivalent to ``snngen --verbose`` (any value but "", "0", "false", "no")
 VERBOSE_ENV = "SNNGEN_VERBOSE"
@@ -127,43 +126,6 @@ def progress_bar(
 # ----------------------------------------------------------------------------- lines
 
 
-def describe_training(plan: TrainingPlan, config: str | Path | None = None) -> str:
-    """The first line of ``snngen train``: what is trained, on what data, for how long, where,
-    and the run folder, e.g. ``snngen: training sae (configs/sae_mnist5k.yaml, 1.1M parameters)
-    on mnist5k (4,500 train / 500 test images, 32x32x1); 700 steps of batch 64 (10 epochs) on
-    cpu; run folder runs/sae_mnist5k``."""
-    from snngen.training import UNLIMITED_STEPS, _expected_world_size, steps_per_epoch, total_steps
-
-    cfg, info = plan.cfg, plan.info
-    t = cfg.trainer
-    world = _expected_world_size(cfg)
-    n_train, n_test = len(plan.train_set), len(plan.test_set)
-    params = sum(p.numel() for p in plan.model.parameters())
-    what = f"{cfg.model.name} ({config}, {_count(params)} parameters)" if config else (
-        f"{cfg.model.name} ({_count(params)} parameters)")
-    if info.events:
-        shape = f"{info.time_bins or '?'} frames of 2x{info.image_size}x{info.image_size}"
-        items = "event streams"
-    else:
-        shape = f"{info.image_size}x{info.image_size}x{info.channels}"
-        items = "images"
-    data = f"{cfg.data.name} ({n_train:,} train / {n_test:,} test {items}, {shape})"
-
-    steps = total_steps(cfg, n_train, world)
-    batch = f"batch {cfg.data.batch_size}" + (f" per device x {world}" if world > 1 else "")
-    if steps >= UNLIMITED_STEPS:
-        budget = f"as many steps of {batch} as {t.max_cpu_minutes:g} CPU minutes allow"
-    else:
-        epochs = steps / steps_per_epoch(n_train, cfg.data.batch_size, world)
-        budget = f"{steps:,} steps of {batch} ({epochs:.3g} epochs)"
-        if t.max_cpu_minutes is not None:
-            budget += f" or {t.max_cpu_minutes:g} CPU minutes, whichever ends first"
-    where = _device(t.accelerator, world)
-    if t.precision not in ("32-true", "32"):
-        where += f", {t.precision}"
-    verb = "continuing to train" if plan.resume else "training"
-    return (f"snngen: {verb} {what} on {data}; {budget} on {where}; "
-            f"run folder {plan.run_dir}")
 
 
 def describe_finish(run_dir: str | Path, result: dict | None = None) -> str:
@@ -178,22 +140,3 @@ def describe_finish(run_dir: str | Path, result: dict | None = None) -> str:
     if scores:
         line += "; " + ", ".join(scores) + (f" ({n:,} samples)" if isinstance(n, int) else "")
     return line
-
-
-def _count(n: int) -> str:
-    """``1234567`` -> ``1.2M``; ``45600`` -> ``45.6k``."""
-    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if n >= size:
-            return f"{n / size:.3g}{suffix}"
-    return str(n)
-
-
-def _device(accelerator: str, world: int) -> str:
-    """The device(s) training runs on, in words (``cpu``, ``cuda``, ``2 x cuda``)."""
-    kind = accelerator
-    if accelerator in ("auto", "gpu"):
-        import torch
-
-        kind = "cuda" if torch.cuda.is_available() else (
-            "cpu" if accelerator == "auto" else "gpu")
-    return kind if world == 1 else f"{world} x {kind} processes"

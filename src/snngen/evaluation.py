@@ -1,7 +1,7 @@
 """Evaluate a trained model: reconstruction error, sample metrics, compute cost; finish a run.
 
 Metrics are computed on images in [0, 1]. Event models are compared on their time-summed
-frames (ON and OFF counts) turned into images, see :func:`events_to_images`.
+frames (ON and OFF counts) turned into images, see :func:`snngen.report.events_to_images`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,13 @@ from snngen.generation import (
     sample_stream,
 )
 from snngen.models import GenerativeModel
-from snngen.report import is_event_batch, save_reconstructions, save_samples
+from snngen.report import (  # noqa: F401
+    as_images,
+    events_to_images,
+    is_event_batch,
+    save_reconstructions,
+    save_samples,
+)
 from snngen.training import batch_to_input
 
 METRICS = EVAL_METRICS
@@ -85,20 +91,6 @@ def _check_sample_option(model: GenerativeModel, flag: str, key: str, value) -> 
         )
 
 
-def events_to_images(x: Tensor) -> Tensor:
-    """Turn event frames ``[T, B, 2, H, W]`` into images ``[B, 1, H, W]`` in [0, 1].
-
-    The image is the total event count per pixel (both polarities, all steps) divided by its
-    maximum over the batch, a picture of where the stream has edges.
-    """
-    img = x.float().clamp(min=0).sum(dim=(0, 2)).unsqueeze(1)
-    return img / img.amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-8)
-
-
-def as_images(x: Tensor) -> Tensor:
-    """Images ``[B, C, H, W]`` as they are; event frames ``[T, B, 2, H, W]`` as
-    :func:`events_to_images`."""
-    return events_to_images(x) if is_event_batch(x) else x
 
 
 def test_batches(test_set: Dataset, n: int, batch_size: int):

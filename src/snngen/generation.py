@@ -18,7 +18,7 @@ they are samples of (seed, n, shard size, batch size, sampler options, a fingerp
 weights, the generator's device type). A killed evaluation run again finds the finished shards
 and draws only the missing ones; a request with other options (or other weights) is refused in
 one line unless asked to start afresh. Shards are **float16** images ``[b, C, H, W]`` in [0, 1]
-(event samples as the count images of :func:`snngen.evaluation.events_to_images`): 2 bytes a
+(event samples as the count images of :func:`snngen.report.events_to_images`): 2 bytes a
 value, an error below ``2**-12`` (well under the ``1/255`` step of 8-bit images, so a protocol's
 own quantisation and resizing still decide), read back as float32. Iterating a store yields one
 shard at a time, so features are extracted per shard.
@@ -46,7 +46,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from snngen.devices import model_device, resolve_device  # noqa: F401  (snngen.generation.*)
 from snngen.errors import SnngenError
+from snngen.files import weights_fingerprint  # noqa: F401
+from snngen.report import as_images
 
 #: images per shard unless the caller says otherwise
 SHARD_SIZE = 1000
@@ -59,32 +62,8 @@ SHARD_DTYPE = np.float16
 # ----------------------------------------------------------------------------- devices
 
 
-def resolve_device(spec: str | None = "auto") -> torch.device:
-    """Return the device named by ``--device``: ``auto`` (a GPU when present, else the CPU),
-    ``cpu``, ``cuda`` or ``cuda:N``. A CUDA device this machine lacks is a one-line
-    :class:`SnngenError`."""
-    text = (spec or "auto").strip().lower()
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if text == "cpu":
-        return torch.device("cpu")
-    kind, _, index = text.partition(":")
-    if kind != "cuda" or (index and not index.isdigit()):
-        raise SnngenError(f"--device {spec}: expected auto, cpu, cuda or cuda:N")
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if count == 0:
-        raise SnngenError(f"--device {spec}: this machine has no CUDA GPU; use --device cpu")
-    if index and int(index) >= count:
-        raise SnngenError(f"--device {spec}: this machine has {count} GPU(s), cuda:0 .. "
-                          f"cuda:{count - 1}")
-    return torch.device(text)
 
 
-def model_device(model: torch.nn.Module) -> torch.device:
-    """The device of ``model``'s first parameter (or buffer); the CPU for a model with neither."""
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 def make_generator(device: torch.device | str, seed: int) -> torch.Generator | None:
@@ -191,14 +170,6 @@ class ImageBar:
 # ----------------------------------------------------------------------------- the store
 
 
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """sha256 (first 16 hex digits) of the model's state dict: names, dtypes, shapes, bytes."""
-    h = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-        if tensor.device.type != "meta":
-            h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
-    return h.hexdigest()[:16]
 
 
 class ShardStore:
@@ -296,8 +267,6 @@ def generate_shards(model, store: ShardStore, rank: int = 0, world: int = 1,
                     progress: bool = True) -> int:
     """Draw and write the missing shards of ``store`` that process ``rank`` of ``world`` owns
     (``rank, rank + world, ...``); returns the number of images drawn."""
-    from snngen.evaluation import as_images  # evaluation imports this module
-
     mine = list(store.plan.shards_of(rank, world))
     todo = [i for i in mine if not store.done(i)]
     total = sum(store.plan.length(i) for i in mine)
@@ -393,9 +362,8 @@ def _worker(spec_file: str) -> None:
     """One process of :func:`run_samples` with ``devices > 1`` (Fabric starts the others)."""
     import lightning as L
 
-    from snngen.cli import _attach_training_set
     from snngen.console import configure_lightning
-    from snngen.runs import load_run
+    from snngen.runs import attach_training_set, load_run
 
     configure_lightning()  # Fabric's banners only with SNNGEN_VERBOSE (set by --verbose)
     spec = json.loads(Path(spec_file).read_text())
@@ -408,7 +376,7 @@ def _worker(spec_file: str) -> None:
                       strategy=strategy)
     fabric.launch()
     run = load_run(spec["run"])
-    _attach_training_set(run)
+    attach_training_set(run)
     model = run.model.to(fabric.device).eval()
     plan = ShardPlan(**spec["plan"])
     store = ShardStore(spec["folder"], plan, model, protocol=spec["protocol"])

@@ -25,7 +25,13 @@ from snngen.config import EVAL_FLAGS, RunConfig, device_list, load_config
 from snngen.errors import ConfigError, SnngenError
 from snngen.files import check_writable_folder
 from snngen.models import DataInfo, GenerativeModel
-from snngen.training import seed_run
+from snngen.training import (
+    UNLIMITED_STEPS,
+    _expected_world_size,
+    seed_run,
+    steps_per_epoch,
+    total_steps,
+)
 
 #: bytes a checkpoint needs per parameter: weights, two Adam moments, an EMA copy, headroom
 CKPT_BYTES_PER_PARAM = 4 * 5
@@ -267,3 +273,59 @@ def check_classifier_data(cfg: RunConfig, reference: Dataset, image_size: int) -
             f"eval.features=classifier: dataset {cfg.data.name!r} has no classes to train its "
             "feature classifier on (every label is 0); use eval.features=inception"
         )
+
+
+def describe_training(plan: TrainingPlan, config: str | Path | None = None) -> str:
+    """The first line of ``snngen train``: what is trained, on what data, for how long, where,
+    and the run folder, e.g. ``snngen: training sae (configs/sae_mnist5k.yaml, 1.1M parameters)
+    on mnist5k (4,500 train / 500 test images, 32x32x1); 700 steps of batch 64 (10 epochs) on
+    cpu; run folder runs/sae_mnist5k``."""
+    cfg, info = plan.cfg, plan.info
+    t = cfg.trainer
+    world = _expected_world_size(cfg)
+    n_train, n_test = len(plan.train_set), len(plan.test_set)
+    params = sum(p.numel() for p in plan.model.parameters())
+    what = f"{cfg.model.name} ({config}, {_count(params)} parameters)" if config else (
+        f"{cfg.model.name} ({_count(params)} parameters)")
+    if info.events:
+        shape = f"{info.time_bins or '?'} frames of 2x{info.image_size}x{info.image_size}"
+        items = "event streams"
+    else:
+        shape = f"{info.image_size}x{info.image_size}x{info.channels}"
+        items = "images"
+    data = f"{cfg.data.name} ({n_train:,} train / {n_test:,} test {items}, {shape})"
+
+    steps = total_steps(cfg, n_train, world)
+    batch = f"batch {cfg.data.batch_size}" + (f" per device x {world}" if world > 1 else "")
+    if steps >= UNLIMITED_STEPS:
+        budget = f"as many steps of {batch} as {t.max_cpu_minutes:g} CPU minutes allow"
+    else:
+        epochs = steps / steps_per_epoch(n_train, cfg.data.batch_size, world)
+        budget = f"{steps:,} steps of {batch} ({epochs:.3g} epochs)"
+        if t.max_cpu_minutes is not None:
+            budget += f" or {t.max_cpu_minutes:g} CPU minutes, whichever ends first"
+    where = _device(t.accelerator, world)
+    if t.precision not in ("32-true", "32"):
+        where += f", {t.precision}"
+    verb = "continuing to train" if plan.resume else "training"
+    return (f"snngen: {verb} {what} on {data}; {budget} on {where}; "
+            f"run folder {plan.run_dir}")
+
+
+def _count(n: int) -> str:
+    """``1234567`` -> ``1.2M``; ``45600`` -> ``45.6k``."""
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= size:
+            return f"{n / size:.3g}{suffix}"
+    return str(n)
+
+
+def _device(accelerator: str, world: int) -> str:
+    """The device(s) training runs on, in words (``cpu``, ``cuda``, ``2 x cuda``)."""
+    kind = accelerator
+    if accelerator in ("auto", "gpu"):
+        import torch
+
+        kind = "cuda" if torch.cuda.is_available() else (
+            "cpu" if accelerator == "auto" else "gpu")
+    return kind if world == 1 else f"{world} x {kind} processes"

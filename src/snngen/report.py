@@ -61,3 +61,19 @@ def save_grids(model: GenerativeModel, fixed: Tensor, out_dir: str | Path, tag: 
 def _device(model: torch.nn.Module) -> torch.device:
     p = next(iter(model.parameters()), None)
     return p.device if p is not None else torch.device("cpu")
+
+
+def events_to_images(x: Tensor) -> Tensor:
+    """Turn event frames ``[T, B, 2, H, W]`` into images ``[B, 1, H, W]`` in [0, 1].
+
+    The image is the total event count per pixel (both polarities, all steps) divided by its
+    maximum over the batch, a picture of where the stream has edges.
+    """
+    img = x.float().clamp(min=0).sum(dim=(0, 2)).unsqueeze(1)
+    return img / img.amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-8)
+
+
+def as_images(x: Tensor) -> Tensor:
+    """Images ``[B, C, H, W]`` as they are; event frames ``[T, B, 2, H, W]`` as
+    :func:`events_to_images`."""
+    return events_to_images(x) if is_event_batch(x) else x

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +19,12 @@ from torch.utils.data import Dataset
 from snngen.config import MAX_IMAGE_SIZE, RunConfig, load_config
 from snngen.errors import ConfigError, SnngenError
 from snngen.files import CheckpointError, is_state_dict, load_checkpoint
-from snngen.models import DataInfo, GenerativeModel, build_model
-from snngen.training import CKPT_DIR, LAST_CKPT
+from snngen.models import DataInfo, GenerativeModel, build_model, get_model_entry
 
 CONFIG_FILE = "config.yaml"
+#: a run's checkpoints: RUN/checkpoints/last.ckpt (and the CPU-budget snapshots beside it)
+CKPT_DIR = "checkpoints"
+LAST_CKPT = "last.ckpt"
 
 
 def new_run_dir(cfg: RunConfig) -> Path:
@@ -189,8 +192,9 @@ def build_checked_model(model_cfg, info: DataInfo) -> GenerativeModel:
     when the layers are made (an image size the down-sampling cannot divide, widths that do not
     fit together); those become ``model: cannot build ...`` instead of a traceback.
     """
+    parts = load_model_parts(model_cfg)
     try:
-        return build_model(model_cfg, info)
+        return build_model(model_cfg, info, **parts)
     except SnngenError:
         raise
     except (ValueError, TypeError, RuntimeError, ZeroDivisionError, IndexError, KeyError,
@@ -200,3 +204,46 @@ def build_checked_model(model_cfg, info: DataInfo) -> GenerativeModel:
             f"model: cannot build {model_cfg.name!r} for {info.channels}-channel "
             f"{info.image_size}px data with this config ({type(err).__name__}: {reason})"
         ) from None
+
+
+def attach_training_set(run: Run) -> None:
+    """Give a diffusion model its run's training set (opened only if Analytic-DPM's Gamma needs
+    it: the reference estimates Gamma on the full training set)."""
+    if hasattr(run.model, "set_gamma_data"):
+        run.model.set_gamma_data(functools.partial(_training_set, run.cfg))
+
+
+def _training_set(cfg) -> Dataset:
+    """The training set of a run config (a module-level function: a model holding it pickles)."""
+    return open_datasets(cfg)[0]
+
+
+def read_weights_source(source: str | Path) -> dict:
+    """The content of a checkpoint file, or of a run folder's ``checkpoints/last.ckpt``, read
+    as data only (a file that would run code is refused); a one-line error if there is none."""
+    path = Path(source)
+    if path.is_dir():
+        path = checkpoint_path(path)
+    if not path.is_file():
+        raise SnngenError(f"cannot inherit weights: no checkpoint at {path}")
+    return load_checkpoint(path)
+
+
+def load_model_parts(model_cfg) -> dict:
+    """Load the parts a model is built with from the run folders its config names
+    (:class:`~snngen.models.base.RunPart`): the keyword arguments of its constructor. A part
+    that cannot be loaded is a one-line error naming the config key (``model.<field>``)."""
+    parts = {}
+    for part in getattr(get_model_entry(model_cfg.name).model_cls, "run_parts", ()):
+        ref = getattr(model_cfg, part.field, None)
+        if not ref:
+            continue
+        try:
+            if part.kind == "model":
+                ema = bool(getattr(model_cfg, part.ema_field)) if part.ema_field else True
+                parts[part.keyword] = load_run(ref, ema=ema).model
+            else:
+                parts[part.keyword] = read_weights_source(ref)
+        except SnngenError as err:
+            raise SnngenError(f"model.{part.field} {ref}: {err}") from None
+    return parts

@@ -30,9 +30,8 @@ from snngen.config import RunConfig, to_dict
 from snngen.errors import SnngenError
 from snngen.files import load_checkpoint, save_torch
 from snngen.models import DataInfo, GenerativeModel, build_model
+from snngen.runs import CKPT_DIR, LAST_CKPT, load_model_parts
 
-CKPT_DIR = "checkpoints"
-LAST_CKPT = "last.ckpt"
 #: the clock of ``trainer.max_cpu_minutes``: CPU time of this process, every thread (seconds)
 cpu_clock = time.process_time
 
@@ -144,7 +143,9 @@ class LitGenerative(L.LightningModule):
         super().__init__()
         self.automatic_optimization = False
         self.cfg, self.info = cfg, info
-        self.model = model if model is not None else build_model(cfg.model, info)
+        if model is None:
+            model = build_model(cfg.model, info, **load_model_parts(cfg.model))
+        self.model = model
         self.ema = EMA(self.model, cfg.trainer.ema_decay) if cfg.trainer.ema_decay else None
         self.batches_seen = 0
         self.max_batches = 0  # set by fit()

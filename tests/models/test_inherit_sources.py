@@ -8,6 +8,7 @@ import torch
 
 from snngen.config import build_run_config
 from snngen.models.inherit import load_source_state
+from snngen.runs import read_weights_source
 from snngen.training import fit
 
 
@@ -36,13 +37,13 @@ def assert_same_state(got, expected):
 def test_trained_weights_from_disk(trained, as_file):
     run, lit = trained
     source = run / "checkpoints" / "last.ckpt" if as_file else run
-    assert_same_state(load_source_state(source), lit.model.state_dict())
+    assert_same_state(load_source_state(read_weights_source(source)), lit.model.state_dict())
     ema = lit.ema.model.state_dict()
     assert not all(torch.equal(ema[k], v) for k, v in lit.model.state_dict().items())
-    assert_same_state(load_source_state(source, ema=True), ema)
+    assert_same_state(load_source_state(read_weights_source(source), ema=True), ema)
 
 
 def test_plain_state_dict_file(tmp_path):
     state = {"a.weight": torch.arange(3.0), "model.b": torch.ones(2)}
     torch.save(state, tmp_path / "w.pt")  # not a snngen checkpoint: keys kept as they are
-    assert_same_state(load_source_state(tmp_path / "w.pt"), state)
+    assert_same_state(load_source_state(read_weights_source(tmp_path / "w.pt")), state)

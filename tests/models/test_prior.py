@@ -9,9 +9,9 @@ from torch.utils.data import TensorDataset
 
 from snngen.config import build_run_config, save_config
 from snngen.errors import SnngenError
-from snngen.models import DataInfo, build_model
+from snngen.models import DataInfo
 from snngen.models.prior import PriorConfig, SpikingGPT, VQPrior, sample_logits
-from snngen.runs import CONFIG_FILE, load_run
+from snngen.runs import CONFIG_FILE, build_checked_model, load_run
 from snngen.training import fit
 
 STAGE1 = dict(
@@ -139,7 +139,7 @@ def test_sample_logits_temperature_and_top_k():
 def test_prior_on_a_stage1_run(stage1_runs, kind):
     run_dir, info = stage1_runs[kind]
     torch.manual_seed(0)
-    prior = build_model(
+    prior = build_checked_model(
         PriorConfig(stage1_run=str(run_dir), n_layer=1, n_head=2, n_embd=16, time_steps=2), info
     )
     assert isinstance(prior, VQPrior) and prior.stage1.discriminator is None
@@ -174,7 +174,7 @@ def test_vanilla_joint_mode(stage1_runs):
     """vanilla_mode: joint models the 2 steps of all 16 positions as one 32-token sequence."""
     run_dir, info = stage1_runs["vanilla"]
     torch.manual_seed(0)
-    prior = build_model(
+    prior = build_checked_model(
         PriorConfig(stage1_run=str(run_dir), n_layer=1, n_head=2, n_embd=16, time_steps=2,
                     vanilla_mode="joint"), info
     )
@@ -191,7 +191,7 @@ def test_vanilla_joint_mode(stage1_runs):
 def test_cached_and_uncached_sampling_agree(stage1_runs, mode):
     run_dir, info = stage1_runs["vanilla"]
     torch.manual_seed(0)
-    prior = build_model(
+    prior = build_checked_model(
         PriorConfig(stage1_run=str(run_dir), n_layer=2, n_head=2, n_embd=16, time_steps=2,
                     vanilla_mode=mode), info
     ).eval()
@@ -212,13 +212,13 @@ def test_cached_and_uncached_sampling_agree(stage1_runs, mode):
 def test_prior_errors(stage1_runs, tmp_path):
     run_dir, _ = stage1_runs["temporal"]
     with pytest.raises(SnngenError, match="stage1_run is not set"):
-        build_model(PriorConfig(n_layer=1, n_head=1, n_embd=8), DataInfo(1, 8))
+        build_checked_model(PriorConfig(n_layer=1, n_head=1, n_embd=8), DataInfo(1, 8))
     with pytest.raises(SnngenError, match="does not match"):
-        build_model(
+        build_checked_model(
             PriorConfig(stage1_run=str(run_dir), n_layer=1, n_head=1, n_embd=8), DataInfo(3, 8)
         )
     with pytest.raises(SnngenError, match="not a snngen run folder"):
-        build_model(
+        build_checked_model(
             PriorConfig(stage1_run=str(tmp_path), n_layer=1, n_head=1, n_embd=8), DataInfo(1, 8)
         )
 
@@ -300,9 +300,9 @@ def test_import_original_gpt_into_a_prior(stage1_runs):
     run_dir, info = stage1_runs["temporal"]
     cfg = PriorConfig(stage1_run=str(run_dir), n_layer=1, n_head=2, n_embd=16, time_steps=2)
     torch.manual_seed(0)
-    source = build_model(cfg, info)
+    source = build_checked_model(cfg, info)
     torch.manual_seed(1)
-    prior = build_model(cfg, info)
+    prior = build_checked_model(cfg, info)
     original = {"transformer." + original_name(k): v for k, v in source.gpt.state_dict().items()}
     original["transformer.blocks.0.attn.mask"] = torch.ones(1, 1, 16, 16)
     original["transformer.blocks.0.mlp.1.threshold"] = torch.tensor(0.5)

@@ -21,6 +21,7 @@ from snngen.models.unet import (
     UNetConfig,
     sinusoidal_embedding,
 )
+from snngen.runs import build_checked_model
 from snngen.spiking.neurons import IF
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -259,7 +260,7 @@ def test_inheritance_from_a_diffusion_model_checkpoint(tmp_path):
     randomise_bn(src)
     path = tmp_path / "plain.pt"
     torch.save(src.state_dict(), path)  # keys "unet.<...>" plus the model's own buffers
-    dst = build_model(SDDPMConfig(**kw, tsm=True, init_from=str(path)), info)
+    dst = build_checked_model(SDDPMConfig(**kw, tsm=True, init_from=str(path)), info)  # reads path
     assert dst.inheritance is not None and dst.inheritance.dropped == [
         "gamma_data",
         "gamma_filled",

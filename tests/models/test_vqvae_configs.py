@@ -11,7 +11,7 @@ from torch.utils.data import TensorDataset
 
 from snngen.config import load_config, save_config, to_dict
 from snngen.models import DataInfo, build_model
-from snngen.runs import CONFIG_FILE
+from snngen.runs import CONFIG_FILE, build_checked_model
 from snngen.training import fit, make_optimizer
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -143,7 +143,7 @@ def test_small_prior_configs_build_on_their_stage1_run(small_stage1_runs, codebo
     cfg = load_config(path, [f"model.stage1_run={small_stage1_runs[codebook]}"])
     info = small_info(cfg)
     torch.manual_seed(0)
-    prior = build_model(cfg.model, info)
+    prior = build_checked_model(cfg.model, info)
     # vanilla: the original's baseline prior, 64-token sequences, one per step (4 steps)
     assert prior.seq_len == 64 and prior.code_steps == (1 if codebook == "temporal" else 4)
     out = prior.train().loss(random_batch(info, 2))

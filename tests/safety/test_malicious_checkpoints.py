@@ -84,12 +84,12 @@ def test_stage1_run_never_executes(fmt, config_dir, capsys):
 def test_inherit_weights_api_refuses_payload(tmp_path):
     """The library entry point (not only the CLI) loads data only."""
     from snngen.files import CheckpointError
-    from snngen.models.inherit import load_source_state
+    from snngen.runs import read_weights_source
 
     marker = tmp_path / "PWNED"
     bad = write_malicious_checkpoint(tmp_path / "x.ckpt", marker)
     with pytest.raises(CheckpointError, match="is not a valid checkpoint"):
-        load_source_state(bad)
+        read_weights_source(bad)
     assert not marker.exists()
 
 

@@ -115,11 +115,27 @@ ENTRIES: tuple[Entry, ...] = (
 
 
 def entry(key: str) -> Entry:
-    """The row called ``key``; ``KeyError`` listing the rows otherwise."""
+    """The row called ``key``, or a row of one's own model when ``key`` is a config file
+    (``.yaml``, :func:`custom_entry`); ``KeyError`` listing the rows otherwise."""
     for e in ENTRIES:
         if e.key == key:
             return e
-    raise KeyError(f"no leaderboard row {key!r}; rows: {', '.join(e.key for e in ENTRIES)}")
+    if key.endswith((".yaml", ".yml")):
+        return custom_entry(key)
+    raise KeyError(f"no leaderboard row {key!r}; rows: {', '.join(e.key for e in ENTRIES)} "
+                   "or the path of a config file (a row of your own model)")
+
+
+def custom_entry(config: str) -> Entry:
+    """A row for any model snngen can train (a plug-in included): one stage that trains
+    ``config`` for the whole budget; the row and its run folder are named after the file."""
+    path = Path(config)
+    if not path.is_file():
+        raise KeyError(f"no config file {config} for a leaderboard row")
+    if path.stem in {e.key for e in ENTRIES}:
+        raise KeyError(f"{config}: rename the file, {path.stem!r} is one of the board's rows")
+    return Entry(path.stem, f"{path.stem} ({path.name})", "custom", True,
+                 (Stage(path.stem, str(path)),), notes="a row of your own")
 
 
 def training_stages() -> list[Stage]:

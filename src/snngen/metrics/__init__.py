@@ -32,9 +32,9 @@ from snngen.metrics.features import (
     MetricsError,
     ModuleFeatures,
     extract_features,
-    feature_network,
 )
 from snngen.metrics.inception import InceptionFeatures, InceptionLogits, load_inception_logits
+from snngen.metrics.networks import feature_network
 from snngen.metrics.protocols import (
     PROTOCOLS,
     MetricProtocol,

@@ -371,7 +371,7 @@ def load_ref_stats(
 def network_fingerprint(net: nn.Module) -> str:
     """10 hex digits of the sha256 of a network's weights (its state dict's tensors in order;
     Inception: its weights file's digest), so a retrained classifier gets new statistics."""
-    from snngen.generation import weights_fingerprint
+    from snngen.files import weights_fingerprint
 
     digest = getattr(net, "weights_sha256", None) or weights_fingerprint(net)
     return digest[:10]

@@ -16,8 +16,8 @@ from snngen.metrics.features import (
     Features,
     MetricsError,
     extract_features,
-    feature_network,
 )
+from snngen.metrics.networks import feature_network
 from snngen.metrics.result import MetricResult
 from snngen.metrics.scores import fid, inception_score, kid, precision_recall
 

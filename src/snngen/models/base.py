@@ -14,6 +14,7 @@ event frames ``[T, B, 2, H, W]`` (time first).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -29,11 +30,30 @@ class DataInfo:
     time_bins: int | None = None  # event data: number of frames T
 
 
+@dataclass(frozen=True)
+class RunPart:
+    """A part a model is built with that another run folder holds (a model never opens one).
+
+    ``field`` is the model config's key naming a run folder or checkpoint (e.g. ``stage1_run``);
+    the layer that owns run folders (:func:`snngen.runs.load_model_parts`) loads it and passes it
+    to the model's constructor as the keyword ``keyword``: with ``kind="model"`` the run's
+    trained model (its EMA weights when the config's ``ema_field`` is true), with
+    ``kind="state"`` the checkpoint's content (a mapping holding a state dict).
+    """
+
+    keyword: str
+    field: str
+    kind: Literal["model", "state"]
+    ema_field: str | None = None
+
+
 class GenerativeModel(nn.Module):
     """Base class of snngen's generative models (see module docstring)."""
 
     #: name in the model registry; checkpoints record it
     name: str = "base"
+    #: parts loaded from other run folders and passed to the constructor (see :class:`RunPart`)
+    run_parts: ClassVar[tuple[RunPart, ...]] = ()
 
     def loss(self, batch: Tensor) -> dict[str, Tensor]:  # pragma: no cover - abstract
         """Return a dict of scalar tensors with key ``"loss"`` (the one to minimise)."""

@@ -34,7 +34,7 @@ checkpoints.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -46,8 +46,9 @@ from torch.utils.data import DataLoader, Dataset
 from snngen.diffusion import NoiseSchedule, estimate_gamma
 from snngen.diffusion import sample as run_sampler
 from snngen.diffusion.schedule import sampling_timesteps
-from snngen.errors import ConfigError
-from snngen.models.base import DataInfo, GenerativeModel
+from snngen.errors import ConfigError, SnngenError
+from snngen.models.base import DataInfo, GenerativeModel, RunPart
+from snngen.models.inherit import inherit_weights
 from snngen.models.unet import ANN_ACTIVATIONS, SDDPM_IF, SpikingUNet, UNetConfig, neuron_name
 
 __all__ = ["DDPMConfig", "DiffusionModel", "SDDPMConfig"]
@@ -136,7 +137,14 @@ class DiffusionModel(GenerativeModel):
 
     name = "sddpm"
 
-    def __init__(self, cfg: SDDPMConfig, info: DataInfo) -> None:
+    #: the parent of weight inheritance (``model.init_from``), loaded by the run layer
+    run_parts = (RunPart("init_state", "init_from", "state"),)
+
+    def __init__(
+        self, cfg: SDDPMConfig, info: DataInfo, *, init_state: Mapping | None = None
+    ) -> None:
+        """``init_state``: the content of ``cfg.init_from`` (a checkpoint's mapping or a
+        state dict) as :func:`snngen.runs.load_model_parts` reads it; needed with ``init_from``."""
         super().__init__()
         if info.events:
             raise ValueError(f"model {cfg.name!r} takes images, not event streams")
@@ -157,9 +165,12 @@ class DiffusionModel(GenerativeModel):
         self._gamma_source: Any = None
         self.inheritance = None
         if cfg.init_from:
-            from snngen.models.inherit import inherit_weights
-
-            self.inheritance = inherit_weights(self.unet, cfg.init_from)
+            if init_state is None:
+                raise SnngenError(
+                    f"model.init_from {cfg.init_from}: the parent's weights were not loaded; "
+                    "build the model with snngen.runs.build_checked_model"
+                )
+            self.inheritance = inherit_weights(self.unet, init_state)
 
     @property
     def spiking(self) -> bool:

@@ -11,19 +11,20 @@ target keys it left **initialised** fresh (no source tensor, e.g. the TSM scales
 keys it **dropped** (no place in the target). A shared key whose shapes differ is refused with an
 :class:`InheritanceError` naming the key and both shapes (nothing is copied then).
 
-Sources: a module, a state dict, a training checkpoint file (``.ckpt``) or a run folder.
+Sources: a module, a state dict or a loaded training checkpoint (the run layer reads a
+``.ckpt`` file or a run folder: :func:`snngen.runs.read_weights_source`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from snngen.errors import SnngenError
+from snngen.files import is_state_dict
 
 __all__ = ["InheritanceError", "InheritanceReport", "inherit_weights", "load_source_state"]
 
@@ -59,30 +60,18 @@ def _strip(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def load_source_state(source: nn.Module | Mapping | str | Path, *, ema: bool = False) -> dict:
-    """Return a plain state dict from a module, a state dict, a ``.ckpt`` file or a run folder.
+def load_source_state(source: nn.Module | Mapping, *, ema: bool = False) -> dict:
+    """Return a plain state dict from a module, a state dict or a loaded training checkpoint.
 
     Training checkpoints hold ``model.<key>`` (and ``ema.model.<key>`` with EMA); the raw model
     weights are taken (the EMA copy when ``ema=True`` and present), as SDM fine-tunes from the
-    trained, not the averaged, network.
+    trained, not the averaged, network. Files and run folders are read by the run layer
+    (:func:`snngen.runs.read_weights_source`), never here.
     """
     if isinstance(source, nn.Module):
         return dict(source.state_dict())
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if path.is_dir():
-            from snngen.runs import checkpoint_path
-
-            path = checkpoint_path(path)
-        if not path.is_file():
-            raise SnngenError(f"cannot inherit weights: no checkpoint at {path}")
-        from snngen.files import load_checkpoint
-
-        source = load_checkpoint(path)  # data only: a file that would run code is refused
     if not isinstance(source, Mapping):
         raise SnngenError(f"cannot inherit weights from a {type(source).__name__}")
-    from snngen.files import is_state_dict
-
     state = source.get("state_dict", source)
     if not is_state_dict(state):
         raise SnngenError("cannot inherit weights: the source holds no state dict of named tensors")
@@ -111,7 +100,7 @@ def _align_prefix(source: dict[str, Tensor], target_keys: set[str]) -> dict[str,
 @torch.no_grad()
 def inherit_weights(
     target: nn.Module,
-    source: nn.Module | Mapping | str | Path,
+    source: nn.Module | Mapping,
     *,
     ema: bool = False,
     allow_dropped: bool = True,

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from snngen.errors import SnngenError
-from snngen.models.base import DataInfo, GenerativeModel
+from snngen.models.base import DataInfo, GenerativeModel, RunPart
 from snngen.spiking.coding import direct_encode
 from snngen.spiking.layers import BRAINCOG_LIF, neuron_from_config
 
@@ -315,10 +315,24 @@ class VQPrior(GenerativeModel):
 
     name = "vq_prior"
 
-    def __init__(self, cfg: PriorConfig, info: DataInfo, stage1: nn.Module | None = None) -> None:
+    #: the trained VQ-VAE of ``model.stage1_run``, loaded by the run layer (``stage1_from_run``)
+    run_parts = (RunPart("stage1_from_run", "stage1_run", "model", ema_field="stage1_ema"),)
+
+    def __init__(
+        self,
+        cfg: PriorConfig,
+        info: DataInfo,
+        stage1: nn.Module | None = None,
+        *,
+        stage1_from_run: nn.Module | None = None,
+    ) -> None:
+        """``stage1``: a stage-1 network used as it is (tests, custom code);
+        ``stage1_from_run``: the VQ-VAE of ``cfg.stage1_run`` as
+        :func:`snngen.runs.load_model_parts` loads it, checked against ``info`` and frozen."""
         super().__init__()
         self.cfg, self.info = cfg, info
-        self.stage1 = _load_stage1(cfg, info) if stage1 is None else stage1.eval()
+        self.stage1 = (_check_stage1(stage1_from_run, cfg, info) if stage1 is None
+                       else stage1.eval())
         self.vocab_size = self.stage1.vocab_size
         vanilla = self.stage1.cfg.codebook == "vanilla"
         self.code_steps = (
@@ -430,31 +444,28 @@ class VQPrior(GenerativeModel):
         return self.stage1.reconstruct(x)
 
 
-def _load_stage1(cfg: PriorConfig, info: DataInfo):
-    """Load, check and freeze the stage-1 VQ-VAE of ``cfg.stage1_run``."""
+def _check_stage1(stage1: nn.Module | None, cfg: PriorConfig, info: DataInfo) -> nn.Module:
+    """Check and freeze the stage-1 VQ-VAE that the run layer loaded from ``cfg.stage1_run``."""
     from snngen.models.vqvae import VQVAE
-    from snngen.runs import load_run
 
-    if not cfg.stage1_run:
+    if stage1 is None:
         raise SnngenError(
             "model.stage1_run is not set: give the run folder of a trained vqvae "
             "(e.g. model.stage1_run=runs/vqvae_temporal_mnist5k_small)"
         )
-    run = load_run(cfg.stage1_run, ema=cfg.stage1_ema)
-    model = run.model
-    if not isinstance(model, VQVAE):
+    if not isinstance(stage1, VQVAE):
         raise SnngenError(
-            f"model.stage1_run {cfg.stage1_run} holds a {model.name!r} model, not a vqvae"
+            f"model.stage1_run {cfg.stage1_run} holds a {stage1.name!r} model, not a vqvae"
         )
-    if (run.info.channels, run.info.image_size, run.info.events) != (
+    if (stage1.info.channels, stage1.info.image_size, stage1.info.events) != (
         info.channels,
         info.image_size,
         info.events,
     ):
         raise SnngenError(
-            f"the prior's data ({info}) does not match stage 1's ({run.info}); train the prior "
+            f"the prior's data ({info}) does not match stage 1's ({stage1.info}); train the prior "
             f"on the dataset of {cfg.stage1_run}"
         )
-    model.drop_training_modules()
-    model.requires_grad_(False)
-    return model.eval()
+    stage1.drop_training_modules()
+    stage1.requires_grad_(False)
+    return stage1.eval()

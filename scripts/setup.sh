@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# One-command set-up of snngen on a fresh machine:
-#   1. PyTorch 2.13.0, unless it is installed already. Plain `pip install torch==2.13.0` takes the
-#      CPU build where the machine's pip finds one (as on snngen's CI machines). On a CPU-only
-#      machine whose pip would fetch the CUDA build, set TORCH_INDEX_URL to PyTorch's CPU wheel
-#      index first. torchvision is never installed: snngen does not use it.
-#   2. snngen itself, editable, with its test extras (pytest, pytest-xdist, hypothesis, ruff, tonic).
+# One-command set-up of snngen on a fresh machine (best inside a virtual environment:
+# python3 -m venv .venv && . .venv/bin/activate):
+#   1. PyTorch 2.13.0, unless it is installed already. TORCH_INDEX_URL, when set, is the wheel
+#      index to take it from. Otherwise, on Linux without an NVIDIA GPU (no working nvidia-smi),
+#      PyTorch's CPU wheel index, https://download.pytorch.org/whl/cpu (a plain
+#      `pip install torch` there fetches the CUDA build, gigabytes of nvidia packages); with a GPU
+#      or on another system, pip's default index. torchvision is never installed: snngen does not
+#      use it.
+#   2. snngen itself, editable, with its test extras (pytest, pytest-xdist, hypothesis, ruff,
+#      tonic) and its docs extras (mkdocs, mkdocs-material, mkdocstrings: `mkdocs build`).
 #   3. The optional C++ fused LIF kernel (about 40 s with gcc and ninja; 2-3x faster LIF on CPU).
 #      A failed build only prints a line: snngen then uses its eager fused kernel.
 #      SNNGEN_BUILD_CPP=0 skips it.
@@ -16,10 +20,15 @@ if "$PY" -c "import sys, torch; sys.exit(0 if torch.__version__.startswith('2.13
   echo "setup: torch $("$PY" -c 'import torch; print(torch.__version__)') already installed"
 elif [ -n "${TORCH_INDEX_URL:-}" ]; then
   "$PY" -m pip install --quiet "torch==2.13.0" --index-url "$TORCH_INDEX_URL"
+elif [ "$(uname -s)" = "Linux" ] && ! nvidia-smi -L >/dev/null 2>&1; then
+  CPU_INDEX=https://download.pytorch.org/whl/cpu
+  echo "setup: no NVIDIA GPU (nvidia-smi); PyTorch's CPU build from $CPU_INDEX" \
+    "(TORCH_INDEX_URL=URL bash scripts/setup.sh to choose another index)"
+  "$PY" -m pip install --quiet "torch==2.13.0" --index-url "$CPU_INDEX"
 else
   "$PY" -m pip install --quiet "torch==2.13.0"
 fi
-"$PY" -m pip install --quiet -e ".[test]"
+"$PY" -m pip install --quiet -e ".[test,docs]"
 if [ "${SNNGEN_BUILD_CPP:-1}" != "0" ]; then
   "$PY" -c "from snngen.spiking._lif_cpp import main; main()" \
     || echo "setup: C++ LIF kernel not built (no compiler or ninja?); the eager fused kernel is used"

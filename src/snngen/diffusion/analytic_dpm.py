@@ -224,9 +224,11 @@ def analytic_dpm_sample(
             generalized DDIM mean is used for either).
         spacing: trajectory spacing, default ``"analytic-dpm"`` (the reference's ``linear``).
         timesteps: explicit trajectory (distinct ints in ``0..N-1``).
-        data_range, clip_sigma_steps, clip_pixel: variance clipping, see
-            :func:`analytic_variance` (``data_range=None`` drops Theorem 2's upper bound; the
-            reference's CIFAR-10 runs use ``clip_sigma_steps=1``).
+        data_range: variance clipping, see :func:`analytic_variance` (``None`` drops
+            Theorem 2's upper bound).
+        clip_sigma_steps: variance clipping, see :func:`analytic_variance` (the reference's
+            CIFAR-10 runs use ``clip_sigma_steps=1``).
+        clip_pixel: variance clipping, see :func:`analytic_variance`.
         clip_denoised: clamp the predicted ``x0`` to ``[-1, 1]`` in the mean (default, as the
             reference).
 

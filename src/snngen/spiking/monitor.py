@@ -182,7 +182,8 @@ class Monitor:
 
     Args:
         model: any module; every neuron and conv/linear layer inside it is watched.
-        pj_per_ac, pj_per_mac: energy per accumulate (SOP) and per multiply-accumulate, in pJ.
+        pj_per_ac: energy per accumulate (SOP), in pJ.
+        pj_per_mac: energy per multiply-accumulate, in pJ.
         n_samples: divisor for per-sample values; ``None`` infers it per layer (module doc).
         skip_zero_weights: count only non-zero-weight connections in SOPs.
 

@@ -34,6 +34,8 @@ class GenerativeModel(nn.Module):
 
     #: name in the model registry; checkpoints record it
     name: str = "base"
+    #: where :attr:`can_sample` is False: what to do instead (one phrase, shown in the refusal)
+    cannot_sample_hint: str = ""
 
     def loss(self, batch: Tensor) -> dict[str, Tensor]:  # pragma: no cover - abstract
         """Return a dict of scalar tensors with key ``"loss"`` (the one to minimise)."""

@@ -15,7 +15,7 @@ import dataclasses
 import json
 import os
 import re
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -226,13 +226,15 @@ def test_every_solver_keeps_its_results_and_its_shards(tmp_path, capsys, stand_i
     assert new["value"] == second["kid"]["value"]
     assert new["how"]["sample_options"] == {"solver": "ddim", "steps": 2}
 
-    time.sleep(0.01)
     eval_cli(capsys, run, "--solver", "ddim", "--steps", "2", "--fresh")
     assert {p.name: p.read_bytes() for p in default_dir.glob("shard_*.npy")} == first_shards
     assert (default_dir / "shard_00000.npy").stat().st_mtime_ns == stamp
     doc = json.loads((run / "metrics.json").read_text())
     assert doc["results"]["snngen"]["kid"] == kept  # another key: untouched
     assert set(doc["results"]) == {"snngen", "snngen/ddim-2"}
+    ddim_stamp = (ddim_dir / "shard_00000.npy").stat().st_mtime_ns
+    eval_cli(capsys, run, "--fresh")  # the default sampler's folder holds ddim-2/: kept
+    assert (ddim_dir / "shard_00000.npy").stat().st_mtime_ns == ddim_stamp
 
 
 def test_mse_and_sample_metrics_of_one_run_accumulate(tmp_path, capsys, stand_in_features):
@@ -275,6 +277,30 @@ def test_an_older_flat_metrics_json_is_migrated(tmp_path):
     again = record_evaluation({**new, "kid": {"name": "kid", "value": 0.5}}, path)
     assert again["results"]["sddpm/ddim-50"] == doc["results"]["sddpm/ddim-50"]
     assert again["results"]["snngen"]["kid"]["value"] == 0.5  # same key re-measured: newest
+
+
+def test_two_evaluations_finishing_together_both_keep_their_results(tmp_path):
+    """The read-modify-write waits for the folder's lock: while another process holds it,
+    nothing is written; once released, the waiting write lands on top of the other's."""
+    fcntl = pytest.importorskip("fcntl")
+    from snngen.results import record_evaluation
+
+    path = tmp_path / "metrics.json"
+    fid = {"protocol": {"name": "snngen"}, "fid": {"name": "fid", "value": 1.0}}
+    kid = {"protocol": {"name": "snngen"}, "kid": {"name": "kid", "value": 2.0}}
+    fd = os.open(tmp_path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # the other evaluation, in the middle of its write
+    writer = threading.Thread(target=record_evaluation, args=(fid, path))
+    writer.start()
+    writer.join(0.3)
+    assert writer.is_alive() and not path.exists()  # waiting for the lock
+    other = {"format": 2, **kid, "results": {"snngen": {"kid": {"value": 2.0}}}}
+    path.write_text(json.dumps(other))
+    os.close(fd)  # released
+    writer.join(10)
+    doc = json.loads(path.read_text())
+    assert doc["results"]["snngen"]["kid"] == {"value": 2.0}
+    assert doc["results"]["snngen"]["fid"]["value"] == 1.0 and latest(doc)["fid"] == fid["fid"]
 
 
 @pytest.mark.parametrize(("options", "metric", "key"), [

@@ -3,8 +3,9 @@ layer of ``pyproject.toml``'s ``[tool.importlinter]``, see docs/architecture.md)
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -39,8 +39,6 @@ __all__ = ["evaluate", "leaderboard", "load", "sample", "train"]
 
 #: the sampling options ``snngen sample`` / ``snngen eval`` validate (:func:`sample_kwargs`)
 CHECKED_SAMPLE_OPTIONS = ("solver", "steps", "temperature", "top_k", "threshold_scale")
-#: ``snngen eval``'s default ``--metrics``
-DEFAULT_EVAL_METRICS = "mse,fid,kid"
 
 
 # ----------------------------------------------------------------------------- overrides
@@ -296,12 +294,13 @@ def sample(
     ``temperature``, ``top_k`` (priors), checked as the command checks them. Returns a CPU
     tensor: images ``[n, C, H, W]`` in [0, 1] (event models: counts ``[T, n, 2, H, W]``).
     """
-    from snngen.evaluation import generate, sample_kwargs
+    from snngen.evaluation import generate, require_sampling, sample_kwargs
 
     _check_whole("n", n)
     _check_whole("batch_size", batch_size)
     _check_seed(seed)
     run, model = _open_model(model_or_run_dir, device)
+    require_sampling(model, run.path if run is not None else "snngen.sample")
     kwargs = sample_kwargs(model, **options)
     return generate(model, n, batch_size, seed=seed, progress=progress, **kwargs)
 
@@ -325,7 +324,7 @@ def check_metrics(metrics: str | Sequence[str]) -> list[str]:
 
 def evaluate_run(
     run: Run,
-    metrics: list[str],
+    metrics: list[str] | None,
     device: torch.device | None = None,
     *,
     protocol: str | None = None,
@@ -342,30 +341,37 @@ def evaluate_run(
     sample_options: dict | None = None,
 ) -> dict:
     """``snngen eval RUN`` on an opened run (after its ``--metrics`` and ``--device`` checks):
-    check the request, move the model to ``device`` (None: leave it), evaluate with the samples
-    kept in ``RUN/samples/<protocol>/``, write the metrics to ``out`` (default
-    ``RUN/metrics.json``) and return them."""
+    check the request (``metrics`` None: the run's configured ones,
+    :func:`~snngen.evaluation.configured_metrics`; each must apply to the model), move the
+    model to ``device`` (None: leave it), evaluate with the samples kept in
+    ``RUN/samples/<protocol>[/<sampler>]/``, merge the result into ``out`` (default
+    ``RUN/metrics.json``; earlier results are kept, :mod:`snngen.results`) and return it."""
     from snngen.evaluation import (
         SampleFolder,
         check_evaluation_request,
+        configured_metrics,
         evaluate_model,
         sample_kwargs,
         write_metrics,
     )
     from snngen.files import check_writable_folder
+    from snngen.results import read_metrics_file
     from snngen.runs import attach_training_set, open_datasets
 
+    if metrics is None:
+        metrics = configured_metrics(run.cfg, run.model)
     protocol = protocol or run.cfg.eval.protocol
-    check_evaluation_request(metrics, n, features, protocol=protocol,
+    check_evaluation_request(metrics, n, features, run.model, protocol=protocol,
                              dataset=run.cfg.data.name, ref_stats=ref_stats,
                              inception_logits=inception_logits)
-    if device is not None:
-        run.model.to(device)
+    kwargs = sample_kwargs(run.model, **(sample_options or {}))
     out = Path(out) if out else run.path / "metrics.json"
     check_writable_folder(out.parent, 1_000_000, what="--out")
+    read_metrics_file(out)  # an unreadable earlier file is refused now, not after the work
+    if device is not None:
+        run.model.to(device)
     _, test_set = open_datasets(run.cfg)
     attach_training_set(run)
-    kwargs = sample_kwargs(run.model, **(sample_options or {}))
     batch_size = batch_size or run.cfg.eval.batch_size
     result = evaluate_model(
         run.model, run.cfg, test_set, metrics, n, features, seed=seed,
@@ -401,19 +407,22 @@ def evaluate(
 
     ``model_or_run_dir``: a run folder, a :class:`~snngen.runs.Run`, or a model from
     :func:`load` (whose run folder keeps the samples). ``metrics``: names or a comma list of
-    ``mse, fid, kid, is, pr, aefd`` (default ``"mse,fid,kid"``); ``protocol``: ``snngen`` |
+    ``mse, fid, kid, is, pr, aefd`` (default: the run's ``eval.metrics``; one that does not
+    apply to the model is refused); ``protocol``: ``snngen`` |
     ``sddpm`` | ``fsvae`` | ``tts_vqvae`` (default: the run's ``eval.protocol``), which fixes the
     feature network, resize, sample count and reference split; ``n``: samples (default: the
     protocol's); ``features``: ``classifier`` | ``inception`` (snngen protocol); ``seed``,
     ``batch_size``, ``ref_stats``, ``inception_logits``, ``devices``, ``shard_size``,
     ``fresh``: as the command's options; ``device``: where to evaluate (default: a run folder
     as the command, ``auto``; a model where it is). ``sample_options``: ``solver``, ``steps``,
-    ``temperature``. The samples are kept as shards in ``RUN/samples/<protocol>/``: the same
-    call again reuses them. Raises :class:`~snngen.errors.SnngenError` naming a bad value.
+    ``temperature``. The samples are kept as shards in ``RUN/samples/<protocol>/`` (with
+    sampler options ``RUN/samples/<protocol>/<sampler>/``, e.g. ``ddim-50``): the same call
+    again reuses them. The result is merged into ``out``, every earlier result kept
+    (:mod:`snngen.results`). Raises :class:`~snngen.errors.SnngenError` naming a bad value.
     """
     from snngen.devices import check_devices
 
-    names = check_metrics(DEFAULT_EVAL_METRICS if metrics is None else metrics)
+    names = None if metrics is None else check_metrics(metrics)
     _check_whole("devices", devices)
     for key, value in (("n", n), ("batch_size", batch_size), ("shard_size", shard_size)):
         if value is not None:

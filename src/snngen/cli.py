@@ -38,7 +38,9 @@ EPILOG_EVAL = """examples:
   snngen eval runs/sddpm_cifar10 --protocol sddpm --metrics fid --ref-stats train_stats.npz
   snngen eval runs/fsvae_cifar10 --protocol fsvae --metrics fid,is --inception-logits pt.pth
   snngen eval runs/sddpm_cifar10 --protocol sddpm --device cuda --devices 4   (4 GPUs)
-samples go to RUN/samples/<protocol>/ in shards; run the same command again to resume
+samples go to RUN/samples/<protocol>/ in shards (with --solver/--steps: a folder of their own,
+e.g. RUN/samples/snngen/ddim-50/); run the same command again to resume. The result is merged
+into RUN/metrics.json: every protocol's and sampler's results are kept under "results"
 """
 EPILOG_INFO = """examples:
   snngen info runs/sae_mnist5k
@@ -128,11 +130,13 @@ def add_device_options(p: argparse.ArgumentParser, *, shards: bool) -> None:
                    help="processes drawing the samples' shards: GPUs 0..N-1 with a GPU "
                    "--device, else CPU processes (default 1); the samples do not change")
     p.add_argument("--shard-size", type=positive_int, default=None,
-                   help="samples per shard file in RUN/samples/<protocol>/ (default: the "
+                   help="samples per shard file in RUN/samples/<protocol>[/<sampler>]/ "
+                   "(default: the "
                    "config's eval.shard_size, 1000); an interrupted eval resumes from the "
                    "shards it finished")
     p.add_argument("--fresh", action="store_true",
-                   help="delete the saved shards and draw all samples again")
+                   help="delete this request's saved shards (its protocol and sampler only) "
+                   "and draw its samples again")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,8 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         default=None,
-        help="FILE.png grid (default RUN/samples.png; at most 4096 samples), FOLDER/ (one PNG "
-        "per sample) or FILE.npy (float32 array); the last two as large as the disk allows",
+        help="FILE.png grid (default RUN/samples/sample-<sampler>-n<N>-seed<S>.png, never "
+        "training's samples.png; at most 4096 samples), FOLDER/ (one PNG per sample) or "
+        "FILE.npy (float32 array); the last two as large as the disk allows",
     )
     p.add_argument("--batch-size", type=positive_int, default=64,
                    help="samples drawn at once (default 64): memory use, not the result")
@@ -192,8 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder")
     p.add_argument(
         "--metrics",
-        default="mse,fid,kid",
-        help="comma list of mse,fid,kid,is,pr,aefd (aefd: FSVAE's autoencoder FD)",
+        default=None,
+        help="comma list of mse,fid,kid,is,pr,aefd (aefd: FSVAE's autoencoder FD; default: "
+        "the run's eval.metrics)",
     )
     p.add_argument("--n", type=positive_int, default=None,
                    help="number of samples (default: the protocol's, e.g. 1000 for snngen)")
@@ -214,7 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Inception logits state dict (fc.weight [1008, 2048]) for IS on Inception "
                    "features (default $SNNGEN_INCEPTION_LOGITS)")
     p.add_argument("--seed", type=seed_int, default=0, help="generator seed (default 0)")
-    p.add_argument("--out", default=None, help="JSON file (default RUN/metrics.json)")
+    p.add_argument("--out", default=None,
+                   help="JSON file the result is merged into, earlier results kept (default "
+                   "RUN/metrics.json)")
     p.add_argument(
         "--solver", default=None, help="diffusion sampler: ddpm|ddim|analytic-dpm|dpm-solver"
     )
@@ -313,11 +321,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from snngen.api import open_run
-    from snngen.evaluation import sample_batches, sample_kwargs
+    from snngen.evaluation import require_sampling, sample_batches, sample_kwargs
     from snngen.generation import resolve_device
-    from snngen.sample_files import plan_sample_output, write_sample_batches
+    from snngen.sample_files import default_sample_output, plan_sample_output, write_sample_batches
 
     run = open_run(args.run, resolve_device(args.device))
+    require_sampling(run.model, run.path)
     kwargs = sample_kwargs(
         run.model,
         solver=args.solver,
@@ -326,7 +335,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         threshold_scale=args.threshold_scale,
     )
-    out = args.out if args.out else run.path / "samples.png"
+    out = args.out or default_sample_output(run.path, args.n, args.seed, kwargs)
     output = plan_sample_output(out, args.n, _values_per_sample(run.info), run.info.events)
     batches = sample_batches(run.model, args.n, args.batch_size, seed=args.seed, **kwargs)
     for path in write_sample_batches(batches, output):
@@ -345,7 +354,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from snngen.devices import check_devices
     from snngen.runs import load_run
 
-    metrics = check_metrics(args.metrics)
+    metrics = None if args.metrics is None else check_metrics(args.metrics)
     device = check_devices(args.device, args.devices)
     run = load_run(args.run)
     result = evaluate_run(
@@ -357,6 +366,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                         "temperature": args.temperature},
     )
     print(json.dumps(result, indent=2))
+    out = args.out or run.path / "metrics.json"
+    print(f"snngen: merged into {out}; earlier results are kept under \"results\"",
+          file=sys.stderr)
     return 0
 
 

@@ -38,6 +38,9 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 MAX_IMAGE_SIZE = 4096
 #: metric names of ``eval.metrics`` and feature networks of ``eval.features``
 EVAL_METRICS = ("mse", "fid", "kid", "is", "pr", "aefd")
+#: what ``eval.metrics: null`` (the default) measures: those of these that apply to the model
+#: (mse where it reconstructs, fid and kid where it samples)
+DEFAULT_EVAL_METRICS = ("mse", "fid", "kid")
 EVAL_FEATURES = ("classifier", "inception")
 
 
@@ -187,11 +190,15 @@ class EvalConfig:
     fsvae, tts_vqvae). ``n_samples`` / ``features``: ``null`` takes the protocol's (only the
     snngen protocol lets ``features`` choose). ``ref_stats``: a pytorch-fid / clean-fid
     statistics ``.npz`` to compare FID with; ``inception_logits``: the Inception logits file IS
-    needs on Inception features (else ``$SNNGEN_INCEPTION_LOGITS``).
+    needs on Inception features (else ``$SNNGEN_INCEPTION_LOGITS``). ``metrics``: ``null``
+    (the default) takes those of :data:`DEFAULT_EVAL_METRICS` that apply to the model
+    (:func:`snngen.evaluation.configured_metrics`); a list names them, and one that does not
+    apply (mse for a model without reconstruction, a sample metric for one that cannot sample)
+    is refused before training.
     """
 
     n_samples: int | None = None
-    metrics: list[str] = field(default_factory=lambda: ["mse", "fid", "kid"])
+    metrics: list[str] | None = None
     features: str | None = None
     batch_size: int = 250
     protocol: str = "snngen"
@@ -206,7 +213,7 @@ class EvalConfig:
         _at_least(self, "n_samples", 1, optional=True)
         _at_least(self, "batch_size", 1)
         _at_least(self, "shard_size", 1)
-        bad = [m for m in self.metrics if m not in EVAL_METRICS]
+        bad = [m for m in self.metrics or () if m not in EVAL_METRICS]
         if bad:
             raise ValueError(f"metrics: unknown {bad}; choose from {', '.join(EVAL_METRICS)}")
         if self.features is not None and self.features not in EVAL_FEATURES:
@@ -420,8 +427,9 @@ def check_eval_section(cfg: RunConfig, source: str = "config") -> None:
 
     e = cfg.eval
     try:
+        metrics = list(DEFAULT_EVAL_METRICS) if e.metrics is None else e.metrics
         plan_evaluation(
-            cfg.data.name, e.metrics, e.n_samples, protocol=e.protocol, features=e.features,
+            cfg.data.name, metrics, e.n_samples, protocol=e.protocol, features=e.features,
             ref_stats=e.ref_stats, inception_logits=e.inception_logits, load_files=False,
             flags=EVAL_FLAGS,
         )

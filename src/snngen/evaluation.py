@@ -7,7 +7,6 @@ frames (ON and OFF counts) turned into images, see :func:`snngen.report.events_t
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import os
 import time
@@ -18,7 +17,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from snngen.config import EVAL_METRICS, RunConfig
+from snngen.config import DEFAULT_EVAL_METRICS, EVAL_METRICS, RunConfig
+from snngen.errors import SnngenError
 from snngen.generation import (
     SHARD_SIZE,
     ShardPlan,
@@ -27,6 +27,7 @@ from snngen.generation import (
     model_device,
     run_samples,
     sample_stream,
+    weights_fingerprint,
 )
 from snngen.models import GenerativeModel
 from snngen.report import (  # noqa: F401
@@ -36,10 +37,60 @@ from snngen.report import (  # noqa: F401
     save_reconstructions,
     save_samples,
 )
+from snngen.results import record_evaluation, sampler_label, utc_now
 from snngen.training import batch_to_input
 
 METRICS = EVAL_METRICS
 GENERATIVE_METRICS = ("fid", "kid", "is", "pr", "aefd")  # computed on samples vs test images
+
+
+def metric_applies(model: GenerativeModel, metric: str) -> bool:
+    """Whether ``model`` can be measured by ``metric``: ``mse`` compares reconstructions (the
+    model must have :meth:`~GenerativeModel.reconstruct`), the sample metrics compare samples
+    (it must declare ``can_sample``)."""
+    if metric == "mse":
+        return model.can_reconstruct
+    return model.can_sample if metric in GENERATIVE_METRICS else True
+
+
+def check_metrics_apply(model: GenerativeModel, metrics: list[str],
+                        metrics_flag: str = "--metrics") -> None:
+    """Refuse, in one line naming the metrics and the model, metrics that do not apply to
+    ``model`` (:func:`metric_applies`); ``metrics_flag`` is how the caller spells the option."""
+    keep = ", ".join(m for m in EVAL_METRICS if metric_applies(model, m)) or "none"
+    if "mse" in metrics and not model.can_reconstruct:
+        raise SnngenError(
+            f"{metrics_flag}: ['mse'] compares reconstructions, but model {model.name!r} has no "
+            f"reconstruction; choose from {keep}"
+        )
+    sample_metrics = [m for m in metrics if m in GENERATIVE_METRICS]
+    if sample_metrics and not model.can_sample:
+        raise SnngenError(
+            f"{metrics_flag}: {sample_metrics} compare samples, but model {model.name!r} cannot "
+            f"sample{_sampling_hint(model)}; keep only {keep}"
+        )
+
+
+def require_sampling(model: GenerativeModel, where: str | Path) -> None:
+    """Refuse (one line naming ``where``, e.g. the run folder, and the model) to sample from a
+    model that does not declare ``can_sample``, before anything is drawn or written."""
+    if not model.can_sample:
+        raise SnngenError(f"{where}: model {model.name!r} cannot sample"
+                          f"{_sampling_hint(model)}")
+
+
+def _sampling_hint(model: GenerativeModel) -> str:
+    hint = getattr(model, "cannot_sample_hint", "")
+    return f" ({hint})" if hint else ""
+
+
+def configured_metrics(cfg: RunConfig, model: GenerativeModel) -> list[str]:
+    """The metrics a run's config asks for (``eval.metrics``; ``snngen eval``'s default and the
+    end-of-run evaluation's). ``null`` takes those of
+    :data:`~snngen.config.DEFAULT_EVAL_METRICS` that apply to ``model``; a list as it is."""
+    if cfg.eval.metrics is not None:
+        return list(cfg.eval.metrics)
+    return [m for m in DEFAULT_EVAL_METRICS if metric_applies(model, m)]
 
 
 def sample_kwargs(model: GenerativeModel, **options) -> dict:
@@ -50,8 +101,6 @@ def sample_kwargs(model: GenerativeModel, **options) -> dict:
     most likely token), ``top_k`` >= 1, all finite. Raises :class:`~snngen.errors.SnngenError`
     naming the option if a value is out of range or the model has no use for it.
     """
-    from snngen.errors import SnngenError
-
     params = inspect.signature(model.sample).parameters
     out = {}
     for key, value in options.items():
@@ -61,18 +110,20 @@ def sample_kwargs(model: GenerativeModel, **options) -> dict:
         _check_sample_option(model, flag, key, value)
         if key not in params:
             raise SnngenError(f"{flag} does not apply to model {model.name!r}")
-        out[key] = value
+        out[key] = _solver_name(value) if key == "solver" else value
     return out
 
 
-def _check_sample_option(model: GenerativeModel, flag: str, key: str, value) -> None:
-    from snngen.errors import SnngenError
+def _solver_name(value) -> str:
+    """A sampler's canonical name (``DPM_Solver`` -> ``dpm-solver``), as the models read it."""
+    return str(value).strip().lower().replace("_", "-")
 
+
+def _check_sample_option(model: GenerativeModel, flag: str, key: str, value) -> None:
     if key == "solver":
         from snngen.models.diffusion_model import SOLVERS
 
-        name = str(value).strip().lower().replace("_", "-")
-        if name not in SOLVERS:
+        if _solver_name(value) not in SOLVERS:
             raise SnngenError(f"{flag} {value}: unknown sampler; choose from {', '.join(SOLVERS)}")
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -150,11 +201,22 @@ class SampleImages:
             yield as_images(batch)
 
 
+def samples_folder(run_dir: str | Path, protocol: str, options: dict | None = None) -> Path:
+    """The folder of a request's sample shards: ``run_dir/samples/<protocol>/`` with the
+    model's configured sampler, ``run_dir/samples/<protocol>/<sampler>/`` with sampler options
+    (:func:`~snngen.results.sampler_label`, e.g. ``samples/snngen/ddim-50/``), so the samples
+    of different protocols, solvers and steps live side by side."""
+    folder = Path(run_dir) / "samples" / protocol
+    label = sampler_label(options)
+    return folder / label if label else folder
+
+
 @dataclass
 class SampleFolder:
     """Where and how :func:`fake_images` keeps a run's samples: shards of ``shard_size`` in
-    ``run_dir/samples/<protocol>/`` drawn by ``devices`` processes; ``fresh`` deletes the saved
-    shards, ``replace_stale`` only those of an earlier, different request (else refused)."""
+    :func:`samples_folder` drawn by ``devices`` processes; ``fresh`` deletes the saved shards
+    of this request (its folder only), ``replace_stale`` only those of an earlier, different
+    request in that folder (else refused)."""
 
     run_dir: Path
     devices: int = 1
@@ -177,7 +239,7 @@ def fake_images(
     """The ``n`` samples of ``model`` an evaluation under ``protocol`` compares, as a
     re-iterable of image batches ``[b, C, H, W]`` in [0, 1] (one shard or batch at a time).
 
-    With ``folder``: the shards of ``folder.run_dir/samples/<protocol>/`` (a
+    With ``folder``: the shards of :func:`samples_folder` (a
     :class:`~snngen.generation.ShardStore`), drawing the missing ones first (resumable, spread
     over ``folder.devices`` processes); without: drawn in memory on every pass
     (:class:`SampleImages`). Both give the same samples (up to the shards' float16 storage).
@@ -186,7 +248,7 @@ def fake_images(
     if folder is None:
         return SampleImages(model, n, batch_size, seed, **options)
     plan = ShardPlan(n, seed, folder.shard_size, batch_size, options)
-    store = ShardStore(Path(folder.run_dir) / "samples" / protocol, plan, model, protocol)
+    store = ShardStore(samples_folder(folder.run_dir, protocol, options), plan, model, protocol)
     return run_samples(model, store, devices=folder.devices, run_dir=folder.run_dir,
                        fresh=folder.fresh, replace_stale=folder.replace_stale,
                        progress=folder.progress)
@@ -217,16 +279,18 @@ def check_evaluation_request(
 
     The request must fit its ``protocol`` (:func:`~snngen.metrics.protocols.plan_evaluation`:
     IS on Inception features needs the Inception logits file; ``ref_stats`` and
-    ``inception_logits`` files are read and checked). For sample metrics (fid, kid, is, pr,
-    aefd): the features of ``n`` samples (default: the protocol's count) must fit in the memory
-    available now; Inception features need its weights installed; ``model`` (when given) must
-    sample. The ``*_flag`` names (and ``flags`` for the other options) are how the caller
-    spells an option (``eval.metrics`` in a config). Raises
+    ``inception_logits`` files are read and checked). Every metric must apply to ``model``
+    (when given; :func:`check_metrics_apply`: mse needs a reconstruction, the sample metrics a
+    model that samples). For sample metrics (fid, kid, is, pr, aefd): the features of ``n``
+    samples (default: the protocol's count) must fit in the memory available now; Inception
+    features need its weights installed. The ``*_flag`` names (and ``flags`` for the other
+    options) are how the caller spells an option (``eval.metrics`` in a config). Raises
     :class:`~snngen.errors.SnngenError` with one line naming the option.
     """
-    from snngen.errors import SnngenError
     from snngen.metrics.protocols import plan_evaluation
 
+    if model is not None:
+        check_metrics_apply(model, metrics, metrics_flag)
     names = {"metrics": metrics_flag, "n": n_flag, "features": features_flag, **(flags or {})}
     plan = plan_evaluation(dataset, metrics, n, protocol=protocol, features=features,
                            ref_stats=ref_stats, inception_logits=inception_logits, flags=names)
@@ -250,11 +314,6 @@ def check_evaluation_request(
             find_inception_weights()
         except FileNotFoundError as err:
             raise SnngenError(f"{features_flag} inception: {str(err).splitlines()[0]}") from None
-    if model is not None and not model.can_sample:
-        raise SnngenError(
-            f"{metrics_flag}: {sample_metrics} compare samples, but model {model.name!r} cannot "
-            "sample; keep only mse"
-        )
     return plan
 
 
@@ -309,7 +368,10 @@ def evaluate_model(
     the protocol's name and version, the sample count, the reference split and the reference
     read (its image size and cache file: a ``native_reference`` protocol reads the dataset as
     published, :func:`~snngen.metrics.protocols.reference_source`); every entry records its
-    sample counts and feature network.
+    sample counts and feature network; ``"seed"``, ``"weights"`` (a fingerprint of the weights
+    measured, :func:`~snngen.generation.weights_fingerprint`) and ``"measured_at"`` (UTC, when
+    the numbers were done) say how and when. A metric that does not apply to ``model`` is
+    refused before any work (:func:`check_metrics_apply`).
     """
     from snngen.metrics.protocols import measure, prepare_measurement, reference_source
 
@@ -321,7 +383,7 @@ def evaluate_model(
         inception_logits = inception_logits or e.inception_logits
     module = features if isinstance(features, torch.nn.Module) else None
     plan = check_evaluation_request(
-        metrics, n, None if module is not None else features, protocol=protocol,
+        metrics, n, None if module is not None else features, model, protocol=protocol,
         dataset=cfg.data.name, ref_stats=ref_stats, inception_logits=inception_logits,
     )
     model.eval()
@@ -335,7 +397,7 @@ def evaluate_model(
                                 features=module, real=real,
                                 batch_size=bs)  # every file and split read before sampling
     out["protocol"] = ready.record
-    if "mse" in metrics and model.can_reconstruct:
+    if "mse" in metrics:
         out["mse"] = reconstruction_mse(model, test_set, plan.n, bs)
     gen_metrics = [m for m in metrics if m in GENERATIVE_METRICS]
     if gen_metrics:
@@ -347,7 +409,8 @@ def evaluate_model(
         if "aefd" in gen_metrics:
             results["ae_fd"] = _ae_fd(fake, plan, cfg, bs)
         out.update({k: v.to_dict() for k, v in results.items()})
-    out["seconds"] = round(time.perf_counter() - t0, 2)
+    out.update(seed=seed, weights=weights_fingerprint(model), measured_at=utc_now(),
+               seconds=round(time.perf_counter() - t0, 2))
     return out
 
 
@@ -365,18 +428,10 @@ def _ae_fd(fake, plan, cfg: RunConfig, batch_size: int):
 
 
 def write_metrics(result: dict, path: str | Path) -> Path:
-    """Write a metrics dict as pretty JSON; returns the path."""
-    from snngen.files import write_text
-
-    return write_text(path, json.dumps(result, indent=2, default=_jsonable))
-
-
-def _jsonable(value):
-    if isinstance(value, Tensor):
-        return value.tolist()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return str(value)
+    """Merge one evaluation's ``result`` into the ``metrics.json`` at ``path``, keeping every
+    earlier result (:func:`snngen.results.record_evaluation`); returns the path."""
+    record_evaluation(result, path)
+    return Path(path)
 
 
 def finish_run(
@@ -392,35 +447,33 @@ def finish_run(
 ) -> dict | None:
     """Write ``recon.png``, ``samples.png`` (events: also ``samples.gif``) and ``metrics.json``.
 
-    Runs where ``model`` is (the training accelerator). The evaluation's samples are kept as
-    shards in ``run_dir/samples/<protocol>/`` (a killed evaluation resumes; shards of earlier
-    weights are replaced). At the end of a DDP run every rank calls this with its ``rank`` of
-    ``world``: the ranks draw the shards together, then rank 0 alone writes the files; the
-    others return None.
+    Runs where ``model`` is (the training accelerator). The evaluation measures the config's
+    metrics (:func:`configured_metrics`); its samples are kept as shards in
+    ``run_dir/samples/<protocol>/`` (a killed evaluation resumes; shards of earlier weights are
+    replaced) and its result is merged into ``metrics.json`` (:func:`write_metrics`). At the
+    end of a DDP run every rank calls this with its ``rank`` of ``world``: the ranks draw the
+    shards together, then rank 0 alone writes the files; the others return None.
     """
     run_dir = Path(run_dir)
     model = model.eval()
     if rank == 0:
         save_reconstructions(model, fixed.to(model_device(model)), run_dir / "recon.png")
-        try:
+        if model.can_sample:
             save_samples(model, 64 if not is_event_batch(fixed) else 8, run_dir / "samples.png")
-        except NotImplementedError:
-            pass
     if not evaluate:
         return None
     protocol, n = _end_of_run_request(cfg)
+    metrics = configured_metrics(cfg, model)
     folder = SampleFolder(run_dir, shard_size=cfg.eval.shard_size, replace_stale=True,
                           progress=cfg.trainer.progress_bar)
-    sample_metrics = [m for m in cfg.eval.metrics if m in GENERATIVE_METRICS]
+    sample_metrics = [m for m in metrics if m in GENERATIVE_METRICS]
     if world > 1 and sample_metrics and model.can_sample:
         plan = ShardPlan(n, 0, folder.shard_size, cfg.eval.batch_size, {})
-        store = ShardStore(run_dir / "samples" / protocol, plan, model, protocol)
+        store = ShardStore(samples_folder(run_dir, protocol), plan, model, protocol)
         draw_in_group(model, store, rank, world, replace_stale=True, progress=folder.progress)
     if rank != 0:
         return None
-    result = evaluate_model(
-        model, cfg, test_set, cfg.eval.metrics, n, cfg.eval.features, samples=folder
-    )
+    result = evaluate_model(model, cfg, test_set, metrics, n, cfg.eval.features, samples=folder)
     write_metrics(result, run_dir / "metrics.json")
     return result
 

@@ -12,7 +12,9 @@ sampler options)``:
   except a partial last shard). CPU and CUDA generators give different streams: the same seed on
   another device type gives other (equally valid) samples.
 
-:class:`ShardStore` keeps the shards of one request in ``RUN/samples/<protocol>/``:
+:class:`ShardStore` keeps the shards of one request in its own folder
+(:func:`snngen.evaluation.samples_folder`: ``RUN/samples/<protocol>/``, or
+``RUN/samples/<protocol>/<sampler>/`` with sampler options such as ``ddim-50``):
 ``shard_<index>.npy`` files written atomically as they finish and a ``manifest.json`` saying what
 they are samples of (seed, n, shard size, batch size, sampler options, a fingerprint of the
 weights, the generator's device type). A killed evaluation run again finds the finished shards

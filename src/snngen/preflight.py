@@ -213,11 +213,11 @@ def check_evaluation(
     reference split (the protocol's; ``reference``: the test split, already open) is absent or
     too small for its metrics (:data:`MIN_REFERENCE`) or, for classifier features, has no
     classes to train the feature classifier on."""
-    from snngen.evaluation import check_evaluation_request
+    from snngen.evaluation import check_evaluation_request, configured_metrics
 
     e = cfg.eval
     plan = check_evaluation_request(
-        e.metrics, e.n_samples, e.features, model,
+        configured_metrics(cfg, model), e.n_samples, e.features, model,
         metrics_flag="eval.metrics", n_flag="eval.n_samples", features_flag="eval.features",
         protocol=e.protocol, dataset=cfg.data.name, ref_stats=e.ref_stats,
         inception_logits=e.inception_logits, flags=EVAL_FLAGS,

@@ -2,7 +2,8 @@
 
 A run folder holds ``config.yaml`` (the resolved config), ``checkpoints/last.ckpt``,
 ``logs/`` (CSV and TensorBoard), ``grids/`` (per-epoch reconstructions), ``samples.png``,
-``recon.png`` and ``metrics.json``.
+``recon.png``, ``metrics.json`` (every evaluation's results, :mod:`snngen.results`) and
+``samples/`` (evaluation shards per protocol and sampler; ``snngen sample``'s grids).
 """
 
 from __future__ import annotations

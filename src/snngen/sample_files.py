@@ -28,6 +28,7 @@ from torch import Tensor
 
 from snngen.errors import SnngenError
 from snngen.files import atomic_output, check_writable_folder
+from snngen.results import sampler_label
 
 #: the most images one PNG grid holds
 MAX_GRID_SAMPLES = 4096
@@ -38,6 +39,16 @@ PNG_BYTES_PER_VALUE = 2
 PNG_HEADER_BYTES = 1024
 #: file name of the i-th sample in a folder output
 FOLDER_PATTERN = "sample_{:06d}.png"
+
+
+def default_sample_output(run_dir: str | Path, n: int, seed: int, options: dict) -> Path:
+    """Where ``snngen sample RUN`` without ``--out`` writes: a grid in ``RUN/samples/`` named
+    by the request, ``sample-<sampler>-n<n>-seed<seed>.png`` (sampler: ``default`` for the
+    model's configured one, else e.g. ``ddim-50``, :func:`~snngen.results.sampler_label`).
+    Never a file training writes (``RUN/samples.png``); the same name means the same request,
+    hence the same images."""
+    label = sampler_label(options) or "default"
+    return Path(run_dir) / "samples" / f"sample-{label}-n{n}-seed{seed}.png"
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,8 @@ class GenerativeModel(nn.Module):
     name: str = "base"
     #: parts loaded from other run folders and passed to the constructor (see :class:`RunPart`)
     run_parts: ClassVar[tuple[RunPart, ...]] = ()
+    #: where :attr:`can_sample` is False: what to do instead (one phrase, shown in the refusal)
+    cannot_sample_hint: str = ""
 
     def loss(self, batch: Tensor) -> dict[str, Tensor]:  # pragma: no cover - abstract
         """Return a dict of scalar tensors with key ``"loss"`` (the one to minimise)."""

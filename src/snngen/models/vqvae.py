@@ -640,6 +640,9 @@ class VQVAE(GenerativeModel):
         metrics are refused before training, not after it."""
         return False
 
+    cannot_sample_hint = ("a stage-1 vqvae samples through a prior: train vq_prior with "
+                          "model.stage1_run=<this run> and sample that run")
+
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         """Not available: stage 1 has no distribution over its codes. Raises

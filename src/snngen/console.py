@@ -161,7 +161,9 @@ def describe_training(plan: TrainingPlan, config: str | Path | None = None) -> s
     where = _device(t.accelerator, world)
     if t.precision not in ("32-true", "32"):
         where += f", {t.precision}"
-    verb = "continuing to train" if plan.resume else "training"
+    verb = "training"
+    if plan.resume:
+        verb = f"continuing to train (from step {plan.start_step:,})"
     return (f"snngen: {verb} {what} on {data}; {budget} on {where}; "
             f"run folder {plan.run_dir}")
 

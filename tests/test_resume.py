@@ -198,6 +198,32 @@ def test_ctrl_c_before_the_first_checkpoint_of_a_resumed_run(tmp_path, tiny_data
         fit(make_cfg(8, ckpt_every_n_steps=10), tmp_path / "r", ds, info, resume=True)
 
 
+@pytest.mark.parametrize("ctrl_c", [True, False])
+def test_an_error_caused_by_the_same_ctrl_c_reads_as_the_interruption(ctrl_c, tmp_path,
+                                                                      tiny_data, monkeypatch):
+    """Terminal Ctrl-C also stops DataLoader workers; the main process may then fail to fetch a
+    batch ("worker exited unexpectedly") before the step ends: that is the interruption. The
+    same error without a Ctrl-C stays an error."""
+    ds, info = tiny_data
+    original = LitGenerative.training_step
+
+    def training_step(self, batch, batch_idx):
+        if self.batches_seen == 5:
+            if ctrl_c:
+                os.kill(os.getpid(), signal.SIGINT)
+            raise RuntimeError("DataLoader worker (pid 1) exited unexpectedly")
+        original(self, batch, batch_idx)
+
+    monkeypatch.setattr(LitGenerative, "training_step", training_step)
+    if ctrl_c:
+        with pytest.raises(TrainingInterrupted,
+                           match="stopped at step 5; last checkpoint at step 3"):
+            fit(make_cfg(8), tmp_path / "r", ds, info)
+    else:
+        with pytest.raises(RuntimeError, match="exited unexpectedly"):
+            fit(make_cfg(8), tmp_path / "r", ds, info)
+
+
 CTRL_C_SCRIPT = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})

@@ -645,10 +645,20 @@ def fit(
                 f"logs are in {run_dir / 'logs'}"
             )
         raise NonFiniteLossError(f"{err}; {kept}") from None
+    except Exception as err:  # e.g. DataLoader workers that the same Ctrl-C stopped
+        if not guard.requested:
+            raise
+        raise _interrupted(lit, saver, run_dir) from err
     if guard.requested or guard.interrupted:
-        saved = saver.saved_step if saver.saved_step is not None else lit.resumed_step
-        raise TrainingInterrupted(lit.batches_seen, saved, run_dir) from None
+        raise _interrupted(lit, saver, run_dir) from None
     return lit
+
+
+def _interrupted(lit: LitGenerative, saver: AtomicCheckpoint, run_dir: Path) -> TrainingInterrupted:
+    """The :class:`TrainingInterrupted` of a run stopped by Ctrl-C: its step and newest
+    checkpoint (written now, or the one it resumed from)."""
+    saved = saver.saved_step if saver.saved_step is not None else lit.resumed_step
+    return TrainingInterrupted(lit.batches_seen, saved, run_dir)
 
 
 def _expected_world_size(cfg: RunConfig) -> int:

@@ -118,16 +118,21 @@ class TrainingOutcome:
 
 
 def run_training(
-    config: str | os.PathLike,
+    config: str | os.PathLike | None,
     overrides: list[str] | None = None,
     *,
     resume: str | os.PathLike | None = None,
     evaluate: bool = True,
 ) -> TrainingOutcome:
-    """``snngen train CONFIG [overrides] [--resume RUN] [--no-eval]``: check everything
+    """``snngen train [CONFIG] [overrides] [--resume RUN] [--no-eval]``: check everything
     (:func:`~snngen.preflight.prepare_training`, nothing written on a bad value), write the run
     folder's config, train, then write ``recon.png``, ``samples.png`` and (``evaluate``)
     ``metrics.json``. Prints what the command prints.
+
+    ``config`` None: the config of the ``resume`` run. A resumed run already at its budget
+    prints ``already trained N of N steps; nothing to do`` and writes nothing. Ctrl-C raises
+    :class:`~snngen.training.TrainingInterrupted` (a KeyboardInterrupt) after writing a
+    checkpoint at the step it stopped at.
 
     Under DDP, Lightning starts the other ranks as copies of this process with
     ``SNNGEN_RUN_DIR`` set (here, by rank 0) and ``LOCAL_RANK`` > 0: they train in rank 0's
@@ -149,8 +154,12 @@ def run_training(
         run_dir=Path(os.environ["SNNGEN_RUN_DIR"]) if child else None,
     )
     cfg, run_dir, fixed = plan.cfg, plan.run_dir, plan.fixed_batch
+    if plan.nothing_to_do:  # a finished run resumed at its budget: no step, no file
+        print(f"snngen: {plan.nothing_to_do}")
+        return TrainingOutcome(Path(run_dir), None, True)
     if not child:
-        print(describe_training(plan, config))  # what, on what data, how long, where
+        # what, on what data, how long, where
+        print(describe_training(plan, config if config is not None else run_dir / CONFIG_FILE))
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / CONFIG_FILE)
         os.environ["SNNGEN_RUN_DIR"] = str(run_dir)  # DDP children started by Lightning reuse it
@@ -171,7 +180,7 @@ def run_training(
 
 
 def train(
-    config: str | os.PathLike,
+    config: str | os.PathLike | None = None,
     overrides: Mapping[str, Any] | Sequence[str] | None = None,
     *,
     resume: str | os.PathLike | None = None,
@@ -182,14 +191,19 @@ def train(
 
     ``overrides``: ``{"trainer.max_steps": 100}`` or ``["trainer.max_steps=100"]``; keyword
     overrides use ``__`` for ``.`` (``trainer__max_steps=100``, ``model__channels=[4, 8, 8]``)
-    and win over ``overrides``. ``resume``: a run folder to continue; ``evaluate=False``: skip
-    the end-of-run evaluation (``--no-eval``).
+    and win over ``overrides``. ``resume``: a run folder to continue exactly (``config`` may
+    then be None: the run's own ``config.yaml``; only the keys of
+    :data:`~snngen.config.RESUMABLE_KEYS` may change, e.g. a larger ``trainer.max_steps``; a
+    run already at its budget trains nothing); ``evaluate=False``: skip the end-of-run
+    evaluation (``--no-eval``).
 
     Returns a :class:`~snngen.runs.Run`: ``.path`` (the run folder), ``.cfg``, ``.info``,
     ``.model`` (:func:`load`'s model, EMA weights where the run keeps them, on the CPU) and
     ``.metrics`` (the ``metrics.json`` dict, or None without the evaluation). Raises
     :class:`~snngen.errors.SnngenError` naming the first bad value (an unknown override key,
-    a missing config file or data set) before anything is written.
+    a missing config file or data set) before anything is written, and
+    :class:`~snngen.training.TrainingInterrupted` (a ``KeyboardInterrupt``) on Ctrl-C, after
+    writing a checkpoint at the step it stopped at.
     """
     from snngen.console import configure_warnings
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 import typing
 from pathlib import Path
 
+from snngen.config import RESUMABLE_KEYS
 from snngen.errors import SnngenError
 
 if typing.TYPE_CHECKING:
@@ -22,9 +24,19 @@ from snngen.importers.run_folder import FAMILY_MODELS
 EPILOG_TRAIN = """examples:
   snngen train configs/sae_mnist5k.yaml
   snngen train configs/fsvae_mnist.yaml trainer.max_epochs=5 data.batch_size=128
-  snngen train configs/sae_mnist5k.yaml --resume runs/sae_mnist5k
+  snngen train configs/sae_mnist5k.yaml --no-eval trainer.max_steps=100
+  snngen train --resume runs/sae_mnist5k                    (continue: the run's own config)
+  snngen train --resume runs/sae_mnist5k trainer.max_steps=2000    (train on to step 2000)
   snngen train configs/sae_mnist5k.yaml trainer.devices=2 trainer.strategy=ddp
-"""
+""" + textwrap.fill(
+    "key=value overrides may stand anywhere on the line. --resume continues a run exactly "
+    "(data order, optimiser, RNG); a run already at its budget has nothing to do. On resume "
+    "only these may change: " + ", ".join(k + "*" if k.endswith(".") else k
+                                          for k in RESUMABLE_KEYS)
+    + "; any other key (data.batch_size, optim.lr, trainer.seed, the model, ...) is refused: "
+    "start a new run for it. name, out_dir and model.init_from stay the run's. Ctrl-C "
+    "finishes the running step, writes a checkpoint there and says how to continue (exit "
+    "130); a second Ctrl-C stops at once.", width=79) + "\n"
 EPILOG_SAMPLE = """examples:
   snngen sample runs/sae_mnist5k --n 64 --out samples.png
   snngen sample runs/ddpm_mnist5k --n 16 --solver dpm-solver --steps 20 --out dpm20.png
@@ -77,12 +89,30 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> typing.NoReturn:
         first = " ".join(message.split())
         self.exit(2, f"{self.prog}: error: {first} (see '{self.prog} --help')\n")
+
+
+class IntermixedParser(OneLineParser):
+    """A command's parser whose positionals (``key=value`` overrides) may stand before, between
+    or after its options: ``snngen train CFG --no-eval trainer.max_steps=2`` (argparse's
+    intermixed parsing, also when the command is parsed as a sub-command)."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._intermixing:  # the intermixed parse's own two passes
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 EPILOG_IMPORT = """examples:
   snngen import sddpm ckpt.pt --config configs/sddpm_cifar10.yaml --out runs/sddpm_original
   snngen import sdm tsm.pt --config configs/sdm_tsm_cifar10.yaml --out runs/sdm_original
   snngen import fsvae checkpoint/CelebA/best.pth --config configs/fsvae_celeba.yaml --out runs/fs
   snngen import tts-vqvae last.ckpt --config configs/vqvae_celeba.yaml --out runs/tts_stage1
   snngen import sddpm ckpt.pt --config configs/sddpm_cifar10.yaml --out runs/raw --no-ema
+  snngen import sddpm t8.pt --config configs/sddpm_cifar10.yaml --out runs/t8 model.timesteps=8
 then: snngen sample runs/sddpm_original --n 64 --solver ddim --steps 50
 
 The checkpoint is loaded as data only (weights_only); its weights must fit the config's model
@@ -151,14 +181,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also show Lightning's own messages: its banners (GPU/TPU "
                         "available, tips), logs and framework warnings (the same: "
                         "SNNGEN_VERBOSE=1); also accepted after the command")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=IntermixedParser)
 
     p = sub.add_parser(
         "train", help="train a model from a YAML config", epilog=EPILOG_TRAIN, formatter_class=fmt
     )
-    p.add_argument("config", help="YAML run config (see configs/)")
+    p.add_argument("config", nargs="?", default=None,
+                   help="YAML run config (see configs/); with --resume it may be left out: "
+                   "the run's own config.yaml")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_steps=100")
-    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
+    p.add_argument("--resume", metavar="RUN",
+                   help="continue the run in this folder exactly, up to its (or a larger) budget")
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
 
     p = sub.add_parser(
@@ -315,7 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args: argparse.Namespace) -> int:
     from snngen.api import run_training
 
-    run_training(args.config, args.overrides, resume=args.resume, evaluate=not args.no_eval)
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not Path(config).is_file():
+        config, overrides = None, [config, *overrides]  # `--resume RUN key=value`: no config
+    run_training(config, overrides, resume=args.resume, evaluate=not args.no_eval)
     return 0
 
 
@@ -474,8 +511,9 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"snngen: error: {msg}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("snngen: interrupted; checkpoints written so far are kept", file=sys.stderr)
+    except KeyboardInterrupt as err:  # training's says where it stopped and how to continue
+        msg = str(err) or "interrupted; checkpoints written so far are kept"
+        print(f"snngen: {msg}", file=sys.stderr)
         return 130
 
 

@@ -443,6 +443,19 @@ EVAL_FLAGS = {"metrics": "eval.metrics", "n": "eval.n_samples", "features": "eva
               "inception_logits": "eval.inception_logits"}
 
 
+#: the keys ``snngen train --resume`` may change (a trailing dot: the whole section): the budget,
+#: bookkeeping, the device kind, where the data lies and the end-of-run evaluation. Any other key
+#: (``data.batch_size``, ``optim.lr``, ``trainer.seed``, the model, ...) changes the data order or
+#: the optimisation a resume continues, and is refused; :data:`RUN_OWN_KEYS` stay the run's.
+RESUMABLE_KEYS = (
+    "trainer.max_steps", "trainer.max_epochs", "trainer.max_cpu_minutes", "trainer.cpu_snapshots",
+    "trainer.ckpt_every_n_steps", "trainer.log_every_n_steps", "trainer.progress_bar",
+    "trainer.grids_every_epoch", "trainer.accelerator", "data.root", "eval.",
+)
+#: keys that choose where a new run goes and what it starts from: a resumed run keeps its own
+RUN_OWN_KEYS = ("name", "out_dir", "model.init_from")
+
+
 #: a config file larger than this is refused unread (a config is a few hundred bytes)
 MAX_CONFIG_BYTES = 1_000_000
 

@@ -18,10 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from snngen.config import EVAL_FLAGS, RunConfig, device_list, load_config
+from snngen.config import (
+    EVAL_FLAGS,
+    RESUMABLE_KEYS,
+    RUN_OWN_KEYS,
+    RunConfig,
+    device_list,
+    load_config,
+    to_dict,
+)
 from snngen.errors import ConfigError, SnngenError
 from snngen.files import check_writable_folder
 from snngen.models import DataInfo, GenerativeModel
@@ -51,23 +60,30 @@ class TrainingPlan:
     fixed_batch: Tensor  # the first test items, for per-epoch reconstruction grids
     model: GenerativeModel  # built right after seeding; fit() trains this one
     resume: bool
+    start_step: int = 0  # the resumed checkpoint's step
+    #: a resumed run already at its budget: the line saying so (nothing is to be done)
+    nothing_to_do: str | None = None
 
 
 def prepare_training(
-    config: str | Path,
+    config: str | Path | None,
     overrides: list[str] | None = None,
     resume: str | Path | None = None,
     evaluate: bool = True,
     run_dir: Path | None = None,
 ) -> TrainingPlan:
-    """Return the checked :class:`TrainingPlan` of ``snngen train CONFIG [overrides]``.
+    """Return the checked :class:`TrainingPlan` of ``snngen train [CONFIG] [overrides]``.
 
-    ``resume``: the run folder to continue; ``evaluate``: whether the end-of-run evaluation will
-    run (then it is checked too); ``run_dir``: a folder fixed by the caller (DDP children).
+    ``resume``: the run folder to continue (``config`` None: its own ``config.yaml``; a changed
+    key other than :data:`~snngen.config.RESUMABLE_KEYS` is refused, :func:`check_resume_config`;
+    a run already at its budget gets ``nothing_to_do`` set and no evaluation check);
+    ``evaluate``: whether the end-of-run evaluation will run (then it is checked too);
+    ``run_dir``: a folder fixed by the caller (DDP children).
     Raises :class:`SnngenError` naming the first bad value or file; writes nothing.
     """
     from snngen.data.augment import augmented
     from snngen.runs import (
+        CONFIG_FILE,
         build_checked_model,
         check_run_dir,
         data_info,
@@ -75,6 +91,12 @@ def prepare_training(
         open_datasets,
     )
 
+    if resume:
+        run_dir = check_run_dir(resume)
+        config = run_dir / CONFIG_FILE if config is None else config
+    elif config is None:
+        raise ConfigError("no config: give a YAML config file, or a run folder to resume "
+                          "(which brings its own config.yaml)")
     cfg = load_config(config, overrides)
     check_hardware(cfg)
     train_set, test_set = open_datasets(cfg)
@@ -82,15 +104,18 @@ def prepare_training(
     train_set = augmented(train_set, cfg.data.augment)
     info = data_info(train_set)
     fixed = fixed_test_batch(test_set)
-    if resume:
-        run_dir = check_run_dir(resume)
-        if getattr(cfg.model, "init_from", None):  # the checkpoint has the weights
-            cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_from=None))
+    model_cfg = cfg.model
+    if resume and getattr(model_cfg, "init_from", None):  # the checkpoint has the weights
+        model_cfg = dataclasses.replace(model_cfg, init_from=None)
     seed_run(cfg)  # the model is built once, here, with the seed's initial weights
-    model = build_checked_model(cfg.model, info)
+    model = build_checked_model(model_cfg, info)
+    start, done = 0, None
     if resume:
-        check_resume_target(run_dir, cfg, info, model)
-    if evaluate:
+        meta = check_resume_target(run_dir, cfg, info, model)
+        cfg = check_resume_config(run_dir, cfg)
+        start = meta["batches_seen"]
+        done = finished_message(cfg, len(train_set), start, float(meta.get("cpu_seconds", 0)))
+    if evaluate and done is None:
         check_evaluation(cfg, model, test_set)
     if run_dir is None:
         run_dir = new_run_dir(cfg)
@@ -98,7 +123,78 @@ def prepare_training(
     check_writable_folder(
         run_dir, params * CKPT_BYTES_PER_PARAM + CKPT_HEADROOM_BYTES, what="run"
     )
-    return TrainingPlan(cfg, Path(run_dir), train_set, test_set, info, fixed, model, bool(resume))
+    return TrainingPlan(cfg, Path(run_dir), train_set, test_set, info, fixed, model, bool(resume),
+                        start, done)
+
+
+def check_resume_config(run_dir: Path, cfg: RunConfig) -> RunConfig:
+    """Return ``cfg`` to continue the run in ``run_dir`` with: its ``name``, ``out_dir`` and
+    ``model.init_from`` (:data:`~snngen.config.RUN_OWN_KEYS`) are the run's own. A key outside
+    :data:`~snngen.config.RESUMABLE_KEYS` whose value differs from the run's ``config.yaml``
+    (``data.batch_size``, ``optim.lr``, the model, ...) is a one-line :class:`ConfigError`
+    naming the key and both values: resume continues the run's data order and optimisation and
+    cannot honour it."""
+    from snngen.runs import CONFIG_FILE
+
+    run_cfg = load_config(Path(run_dir) / CONFIG_FILE, check_eval=False)
+    before, after = _flat(to_dict(run_cfg)), _flat(to_dict(cfg))
+    for key in [*after, *(k for k in before if k not in after)]:
+        if key in RUN_OWN_KEYS or key in RESUMABLE_KEYS or key.startswith(
+                tuple(k for k in RESUMABLE_KEYS if k.endswith("."))):
+            continue
+        old, new = before.get(key, "(absent)"), after.get(key, "(absent)")
+        if old != new:
+            raise ConfigError(
+                f"cannot resume {run_dir} with {key}={_show(new)}: the run was trained with "
+                f"{key}={_show(old)}, and resume continues its data order and optimisation; "
+                f"keep {key}={_show(old)} or start a new run")
+    model = cfg.model
+    if hasattr(model, "init_from"):
+        model = dataclasses.replace(model, init_from=run_cfg.model.init_from)
+    return dataclasses.replace(cfg, name=run_cfg.name, out_dir=run_cfg.out_dir, model=model)
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+    out: dict = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _show(value) -> str:
+    """A config value as it is written on the command line (``null``, ``true``, ``[4, 8]``)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, dict)):
+        return yaml.safe_dump(value, default_flow_style=True, width=10**9).strip()
+    return str(value)
+
+
+def finished_message(cfg: RunConfig, n_train: int, step: int, cpu_seconds: float) -> str | None:
+    """The line ``snngen train --resume`` prints for a run that has nothing left to do at
+    ``step`` (with ``cpu_seconds`` of CPU time used) under ``cfg``'s budget, or None when
+    training goes on. E.g. ``already trained 3 of 3 steps; nothing to do (...)``."""
+    t = cfg.trainer
+    if t.max_cpu_minutes is not None and cpu_seconds >= 60 * t.max_cpu_minutes:
+        return (f"already trained {step} steps in {cpu_seconds / 60:.3g} of "
+                f"{t.max_cpu_minutes:g} CPU minutes; nothing to do (to train on, give a larger "
+                "trainer.max_cpu_minutes)")
+    total = total_steps(cfg, n_train, _expected_world_size(cfg))
+    if total >= UNLIMITED_STEPS or step < total:
+        return None
+    key = "trainer.max_steps" if t.max_steps is not None else "trainer.max_epochs"
+    epochs = "" if t.max_steps is not None else f" ({t.max_epochs:g} epochs)"
+    if step == total:
+        return (f"already trained {step} of {total} steps{epochs}; nothing to do "
+                f"(to train on, give a larger {key})")
+    return (f"already trained {step} steps, more than the {total}{epochs} of "
+            f"{key}={getattr(t, key.split('.')[1])}; nothing to do")
 
 
 def fixed_test_batch(test_set: Dataset, n: int = 8) -> Tensor:
@@ -175,9 +271,10 @@ def check_data(cfg: RunConfig, train_set: Dataset, test_set: Dataset) -> None:
 
 def check_resume_target(
     run_dir: Path, cfg: RunConfig, info: DataInfo, model: GenerativeModel
-) -> None:
+) -> dict:
     """Refuse a run to resume whose checkpoint is unreadable, of another model or data shape,
-    or does not fit the model the config builds."""
+    or does not fit the model the config builds; return the checkpoint's ``snngen`` metadata
+    (``batches_seen``: its step, ``cpu_seconds``)."""
     from snngen.runs import checkpoint_path, load_model_weights, read_checkpoint
 
     ckpt_file = checkpoint_path(run_dir)
@@ -193,7 +290,10 @@ def check_resume_target(
             f"cannot resume {run_dir}: it was trained on data {meta['data_info']}, the config's "
             f"data gives {dataclasses.asdict(info)}"
         )
-    if not isinstance(meta.get("batches_seen"), int) or not isinstance(meta.get("rng"), dict):
+    steps, cpu = meta.get("batches_seen"), meta.get("cpu_seconds", 0.0)
+    if (not isinstance(steps, int) or isinstance(steps, bool) or steps < 0
+            or not isinstance(meta.get("rng"), dict)
+            or not isinstance(cpu, (int, float)) or not 0 <= cpu < float("inf")):
         raise SnngenError(f"cannot resume {run_dir}: {ckpt_file} has no training state")
     load_model_weights(  # overwritten again by Lightning's restore
         model, ckpt["state_dict"], ema=False,
@@ -203,6 +303,7 @@ def check_resume_target(
         ckpt.get("loops"), dict
     ):
         raise SnngenError(f"cannot resume {run_dir}: {ckpt_file} has no optimiser state")
+    return meta
 
 
 def check_evaluation(
@@ -307,7 +408,9 @@ def describe_training(plan: TrainingPlan, config: str | Path | None = None) -> s
     where = _device(t.accelerator, world)
     if t.precision not in ("32-true", "32"):
         where += f", {t.precision}"
-    verb = "continuing to train" if plan.resume else "training"
+    verb = "training"
+    if plan.resume:
+        verb = f"continuing to train (from step {plan.start_step:,})"
     return (f"snngen: {verb} {what} on {data}; {budget} on {where}; "
             f"run folder {plan.run_dir}")
 

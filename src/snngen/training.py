@@ -9,6 +9,9 @@
 * A non-finite loss stops training before the optimiser step with :class:`NonFiniteLossError`;
   the message says which checkpoint is kept (or that none was written yet), and the metrics
   logged so far are flushed to the CSV log.
+* Ctrl-C lets the running optimiser step finish, writes ``last.ckpt`` there and raises
+  :class:`TrainingInterrupted` (a KeyboardInterrupt saying where to continue from); a second
+  Ctrl-C stops at once (:class:`GracefulInterrupt`).
 * The same code path runs on CPU or GPU, one device or DDP (gloo on CPU, NCCL on GPU).
 """
 
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 import copy
 import math
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +43,22 @@ cpu_clock = time.process_time
 
 class NonFiniteLossError(SnngenError):
     """The loss became NaN or infinite; training stopped before corrupting the weights."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on Ctrl-C (SIGINT); the message says at which step, which checkpoint is
+    kept and how to continue. A :class:`KeyboardInterrupt`, so code that stops on Ctrl-C still
+    does; ``step``: optimiser steps done, ``saved_step``: the step of ``last.ckpt`` (None: none).
+    """
+
+    def __init__(self, step: int, saved_step: int | None, run_dir: Path) -> None:
+        if saved_step is None:
+            kept = "no checkpoint was written yet; start again with snngen train"
+        else:
+            kept = (f"last checkpoint at step {saved_step}; continue with "
+                    f"snngen train --resume {run_dir}")
+        super().__init__(f"stopped at step {step}; {kept}")
+        self.step, self.saved_step, self.run_dir = step, saved_step, Path(run_dir)
 
 
 # ----------------------------------------------------------------------------- data order
@@ -149,6 +170,8 @@ class LitGenerative(L.LightningModule):
         self.ema = EMA(self.model, cfg.trainer.ema_decay) if cfg.trainer.ema_decay else None
         self.batches_seen = 0
         self.max_batches = 0  # set by fit()
+        self.steps_per_epoch = 1  # set by fit(): the ``epoch`` column of metrics.csv
+        self.resumed_step: int | None = None  # the checkpoint's step, when resumed
         # CPU seconds (process time, every thread) spent training so far, across resumes
         self.cpu_seconds = 0.0
         self._cpu_mark: float | None = None
@@ -216,6 +239,8 @@ class LitGenerative(L.LightningModule):
         if self._rng_to_restore is not None:
             set_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
+        if self.finished:  # resumed at (or past) its budget: not one more step
+            self.trainer.should_stop = True
 
     def training_step(self, batch, batch_idx: int) -> None:
         x = batch_to_input(batch)
@@ -249,6 +274,10 @@ class LitGenerative(L.LightningModule):
         self.log(
             "loss", losses["loss"].detach().float(), prog_bar=True, logger=False, batch_size=bs
         )
+        # Lightning's own epoch counter stays 0 (one endless loader); the epoch of this step,
+        # counted from 0 as Lightning counts
+        epoch = (self.batches_seen - 1) // max(1, self.steps_per_epoch)
+        self.log("epoch", float(epoch), batch_size=bs)
 
     def _log_nonfinite(self, losses: dict[str, Tensor]) -> None:
         """Write the failing step's losses straight to the loggers (Lightning logs only every
@@ -283,7 +312,7 @@ class LitGenerative(L.LightningModule):
             raise SnngenError(
                 f"checkpoint belongs to model {meta['model_name']!r}, not {self.model.name!r}"
             )
-        self.batches_seen = int(meta["batches_seen"])
+        self.batches_seen = self.resumed_step = int(meta["batches_seen"])
         self.cpu_seconds = float(meta.get("cpu_seconds", 0.0))
         self._rng_to_restore = meta["rng"]
 
@@ -389,6 +418,51 @@ class AtomicCheckpoint(L.Callback):
             self.write(trainer, snap)
         if k % self.every == 0 or pl_module.finished:
             self.save(trainer, k)
+
+
+class GracefulInterrupt(L.Callback):
+    """Ctrl-C (SIGINT) during training, made safe: the first one lets the running optimiser step
+    finish, then ``last.ckpt`` is written (atomically, by ``saver``) and training stops at that
+    step boundary; a second one interrupts at once (the newest checkpoint is kept).
+
+    Use as a context manager around ``trainer.fit``: it installs the handler only in the main
+    thread of a one-process run (under DDP each rank would stop at a step of its own, so there
+    Ctrl-C interrupts at once, Lightning's way), and restores the handler found on entry on
+    exit (Lightning leaves SIGINT ignored after an interrupt). :attr:`requested`: a Ctrl-C was
+    deferred; :attr:`interrupted`: Lightning caught a KeyboardInterrupt (it then raises
+    ``SystemExit(1)``, which :func:`fit` turns into :class:`TrainingInterrupted`)."""
+
+    def __init__(self, saver: AtomicCheckpoint, world_size: int) -> None:
+        self.saver, self.world_size = saver, world_size
+        self.requested = self.interrupted = False
+        self._previous = None
+
+    def __enter__(self) -> GracefulInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.getsignal(signal.SIGINT)
+            if self.world_size == 1:
+                signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.requested:  # pressed again: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.requested and not self.interrupted:
+            k = pl_module.batches_seen
+            if self.saver.saved_step != k:
+                self.saver.save(trainer, k)
+            trainer.should_stop = True
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            self.interrupted = True
 
 
 class GridCallback(L.Callback):
@@ -528,10 +602,12 @@ def fit(
 ) -> LitGenerative:
     """Train ``cfg``'s model in ``run_dir``; returns the trained Lightning module.
 
-    ``resume=True`` continues from ``run_dir/checkpoints/last.ckpt`` up to the config's budget.
+    ``resume=True`` continues from ``run_dir/checkpoints/last.ckpt`` up to the config's budget
+    (a checkpoint already at the budget trains no further step).
     ``model``: the model of ``cfg.model``, built right after :func:`seed_run` (as
     :func:`snngen.preflight.prepare_training` does); by default it is seeded and built here.
-    Raises :class:`NonFiniteLossError` saying which checkpoint is kept, or that none exists.
+    Raises :class:`NonFiniteLossError` saying which checkpoint is kept, or that none exists, and
+    :class:`TrainingInterrupted` (a KeyboardInterrupt) on Ctrl-C (:class:`GracefulInterrupt`).
     """
     run_dir = Path(run_dir)
     (run_dir / CKPT_DIR).mkdir(parents=True, exist_ok=True)
@@ -540,10 +616,11 @@ def fit(
     lit = LitGenerative(cfg, info, model=model)
     lit.train_set = train_set
     world = _expected_world_size(cfg)
-    spe = steps_per_epoch(len(train_set), cfg.data.batch_size, world)
+    spe = lit.steps_per_epoch = steps_per_epoch(len(train_set), cfg.data.batch_size, world)
     lit.max_batches = total_steps(cfg, len(train_set), world)
     saver = AtomicCheckpoint(run_dir, cfg.trainer.ckpt_every_n_steps, cfg.trainer.cpu_snapshots)
-    callbacks: list[L.Callback] = [saver]
+    guard = GracefulInterrupt(saver, world)
+    callbacks: list[L.Callback] = [saver, guard]
     if cfg.trainer.progress_bar:
         callbacks.append(StepProgressBar())
     if fixed_batch is not None and cfg.trainer.grids_every_epoch:
@@ -553,7 +630,11 @@ def fit(
     if resume and not ckpt.is_file():
         raise SnngenError(f"cannot resume: no checkpoint at {ckpt}")
     try:
-        trainer.fit(lit, ckpt_path=str(ckpt) if resume else None, weights_only=True)
+        with guard:
+            trainer.fit(lit, ckpt_path=str(ckpt) if resume else None, weights_only=True)
+    except SystemExit:  # Lightning's answer to a KeyboardInterrupt it caught
+        if not guard.interrupted:
+            raise
     except NonFiniteLossError as err:
         if saver.saved_step is not None:
             kept = f"the last good checkpoint, {ckpt} (step {saver.saved_step}), is kept"
@@ -565,7 +646,20 @@ def fit(
                 f"logs are in {run_dir / 'logs'}"
             )
         raise NonFiniteLossError(f"{err}; {kept}") from None
+    except Exception as err:  # e.g. DataLoader workers that the same Ctrl-C stopped
+        if not guard.requested:
+            raise
+        raise _interrupted(lit, saver, run_dir) from err
+    if guard.requested or guard.interrupted:
+        raise _interrupted(lit, saver, run_dir) from None
     return lit
+
+
+def _interrupted(lit: LitGenerative, saver: AtomicCheckpoint, run_dir: Path) -> TrainingInterrupted:
+    """The :class:`TrainingInterrupted` of a run stopped by Ctrl-C: its step and newest
+    checkpoint (written now, or the one it resumed from)."""
+    saved = saver.saved_step if saver.saved_step is not None else lit.resumed_step
+    return TrainingInterrupted(lit.batches_seen, saved, run_dir)
 
 
 def _expected_world_size(cfg: RunConfig) -> int:

@@ -104,3 +104,13 @@ def test_import_refuses_bad_inputs_before_writing(original_file, tmp_path, capsy
     (taken / "x").write_text("keep")
     _assert_refused(capsys, [*base[:-1], str(taken)], "already exists")
     assert not out.exists() and (taken / "x").read_text() == "keep"
+
+
+def test_import_takes_overrides_after_its_options(original_file, tmp_path, capsys):
+    """``snngen import ... --out RUN --no-ema key=value``: the override stands after the flags
+    and lands in the run's config."""
+    path, _ = original_file
+    out = tmp_path / "over"
+    assert main(["import", "sddpm", str(path), "--config", str(path.parent / "tiny.yaml"),
+                 "--out", str(out), "--no-ema", "eval.batch_size=7"]) == 0
+    assert load_run(out).cfg.eval.batch_size == 7

@@ -137,6 +137,32 @@ def test_resume_with_other_widths(run_copy, config_dir, capsys):
     assert snapshot(run_copy) == run_before
 
 
+RESUME_REFUSED = {
+    # override: (the run's value, the command's)   (the base run: batch 500, adamw lr 1e-3)
+    "data.batch_size=250": ("data.batch_size=500", "data.batch_size=250"),
+    "optim.lr=0.5": ("optim.lr=0.001", "optim.lr=0.5"),
+    "trainer.seed=3": ("trainer.seed=0", "trainer.seed=3"),
+    "model.noise=0.5": ("model.noise=0.1", "model.noise=0.5"),
+    "data.augment=[hflip]": ("data.augment=[]", "data.augment=[hflip]"),
+}
+
+
+@pytest.mark.parametrize("with_config", [True, False], ids=["config", "run_config"])
+@pytest.mark.parametrize("override", sorted(RESUME_REFUSED))
+def test_resume_refuses_a_change_it_cannot_honour(override, with_config, run_copy, config_dir,
+                                                  capsys):
+    """Resume continues the run's data order and optimisation: another batch size, lr, seed or
+    model setting is refused (naming the key and both values) before config.yaml is touched,
+    whether the config is given again or taken from the run."""
+    before, run_before = snapshot(config_dir), snapshot(run_copy)
+    argv = ["train", *(["c.yaml"] if with_config else []), "--resume", str(run_copy),
+            "trainer.max_steps=4", override]
+    code = main(argv)
+    assert_one_line_exit2(code, capsys.readouterr().err, f"cannot resume {run_copy}",
+                          *RESUME_REFUSED[override])
+    assert snapshot(config_dir) == before and snapshot(run_copy) == run_before
+
+
 def test_resume_truncated_checkpoint(run_copy, config_dir, capsys):
     ckpt = run_copy / "checkpoints" / "last.ckpt"
     ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])

@@ -153,7 +153,8 @@ def sample_table(args, model, ann, snn, snn_steps, dataset, size, cfg) -> list[d
     sets = [("ANN", ann, None)] + [(f"SNN T={s}", snn, s) for s in snn_steps]
     feats = {}
     if extract_features is not None:  # the snngen protocol: snngen eval's network and scale
-        from snngen.metrics.protocols import DataSource, protocol_reference
+        from snngen.metrics.measure import protocol_reference
+        from snngen.metrics.reference import DataSource
 
         source = DataSource.of(cfg.data) if cfg is not None else DataSource(dataset)
         net, _, feats["test"] = protocol_reference("snngen", source, progress=False)

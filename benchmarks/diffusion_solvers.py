@@ -123,7 +123,8 @@ class Scorer:
 
     def __init__(self, real: Tensor, dataset: str, quick: bool, cfg=None, split: str = "test"):
         from snngen.metrics import ClassifierNet, extract_features
-        from snngen.metrics.protocols import DataSource, protocol_reference
+        from snngen.metrics.measure import protocol_reference
+        from snngen.metrics.reference import DataSource
 
         self.extract = extract_features
         if quick:  # an untrained network: exercises the code, trains nothing

@@ -197,11 +197,13 @@ def test_every_plan_of_a_row_reads_the_leaderboard_reference(monkeypatch):
     """The board asks the protocol which images its reference reads (the digits as published,
     with the run's root), for every plan, the Inception one included: a row's config that pads
     or resizes changes nothing."""
+    import snngen.metrics.measure as measure
     import snngen.metrics.protocols as protocols
+    import snngen.metrics.reference as reference
     from snngen.config import load_config
 
     asked = []
-    monkeypatch.setattr(protocols, "prepare_measurement",
+    monkeypatch.setattr(measure, "prepare_measurement",
                         lambda plan, source, **_: asked.append((plan.protocol.name, source)))
     config = Path(__file__).resolve().parents[1] / "configs" / "fsvae_mnist5k.yaml"
     for overrides in ([], list(entry("fsvae").final_stage.overrides)):  # pads; resizes
@@ -210,8 +212,8 @@ def test_every_plan_of_a_row_reads_the_leaderboard_reference(monkeypatch):
         asked.clear()
         ready = board_measure.plans(cfg, SETTINGS)
         assert set(ready) == {"full", "sweep", "curve", "inception"}
-        want = protocols.DataSource("mnist5k", "/data/here")
-        assert want == protocols.reference_source(protocols.get_protocol("leaderboard"),
+        want = reference.DataSource("mnist5k", "/data/here")
+        assert want == reference.reference_source(protocols.get_protocol("leaderboard"),
                                                   cfg.data)
         assert asked == [("leaderboard", want)] * 3 + [("snngen", want)]
 
@@ -219,7 +221,7 @@ def test_every_plan_of_a_row_reads_the_leaderboard_reference(monkeypatch):
 def test_a_row_reads_each_checkpoint_once(tmp_path, monkeypatch):
     """SDM's row: its parent's snapshot, its own last checkpoint and snapshots are each read
     once (metadata and weights together), and its CPU minutes add up as before."""
-    import snngen.metrics.protocols as protocols
+    import snngen.metrics.measure as measure
 
     board = Board(tmp_path, SETTINGS)
     board.open()
@@ -254,7 +256,7 @@ def test_a_row_reads_each_checkpoint_once(tmp_path, monkeypatch):
     monkeypatch.setattr(board_measure, "draw", lambda model, n, *a: (torch.zeros(n, 1, 4, 4), 1))
     monkeypatch.setattr(board_measure, "fid_only", lambda *a: 2.0)
     monkeypatch.setattr(board_measure, "sample_cost", lambda *a: {})
-    monkeypatch.setattr(protocols, "measure", lambda *a, **k: {
+    monkeypatch.setattr(measure, "measure", lambda *a, **k: {
         m: score for m in ("fid", "kid", "precision", "recall")})
     rec = board_measure.measure_row(board, "sdm")
     assert set(reads) == set(cpu) and set(reads.values()) == {1}, reads

@@ -423,7 +423,7 @@ def check_eval_section(cfg: RunConfig, source: str = "config") -> None:
     feature choice the protocol does not allow, IS on Inception features without the logits
     file, a missing or malformed ``ref_stats`` file. Raises a one-line :class:`ConfigError`."""
     from snngen.errors import SnngenError
-    from snngen.metrics.protocols import plan_evaluation
+    from snngen.metrics.plan import plan_evaluation
 
     e = cfg.eval
     try:

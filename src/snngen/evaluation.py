@@ -275,9 +275,9 @@ def check_evaluation_request(
     flags: dict[str, str] | None = None,
 ):
     """Refuse, before any sample is drawn, an evaluation that could not finish; returns its
-    :class:`~snngen.metrics.protocols.EvaluationPlan` (protocol, split, features, sample count).
+    :class:`~snngen.metrics.plan.EvaluationPlan` (protocol, split, features, sample count).
 
-    The request must fit its ``protocol`` (:func:`~snngen.metrics.protocols.plan_evaluation`:
+    The request must fit its ``protocol`` (:func:`~snngen.metrics.plan.plan_evaluation`:
     IS on Inception features needs the Inception logits file; ``ref_stats`` and
     ``inception_logits`` files are read and checked). Every metric must apply to ``model``
     (when given; :func:`check_metrics_apply`: mse needs a reconstruction, the sample metrics a
@@ -287,7 +287,7 @@ def check_evaluation_request(
     options) are how the caller spells an option (``eval.metrics`` in a config). Raises
     :class:`~snngen.errors.SnngenError` with one line naming the option.
     """
-    from snngen.metrics.protocols import plan_evaluation
+    from snngen.metrics.plan import plan_evaluation
 
     if model is not None:
         check_metrics_apply(model, metrics, metrics_flag)
@@ -367,13 +367,14 @@ def evaluate_model(
     ``is``, ``pr``: ``n`` samples against the protocol's reference set. ``"protocol"`` records
     the protocol's name and version, the sample count, the reference split and the reference
     read (its image size and cache file: a ``native_reference`` protocol reads the dataset as
-    published, :func:`~snngen.metrics.protocols.reference_source`); every entry records its
+    published, :func:`~snngen.metrics.reference.reference_source`); every entry records its
     sample counts and feature network; ``"seed"``, ``"weights"`` (a fingerprint of the weights
     measured, :func:`~snngen.generation.weights_fingerprint`) and ``"measured_at"`` (UTC, when
     the numbers were done) say how and when. A metric that does not apply to ``model`` is
     refused before any work (:func:`check_metrics_apply`).
     """
-    from snngen.metrics.protocols import measure, prepare_measurement, reference_source
+    from snngen.metrics.measure import measure, prepare_measurement
+    from snngen.metrics.reference import reference_source
 
     e = cfg.eval
     protocol = protocol or e.protocol
@@ -416,10 +417,10 @@ def evaluate_model(
 
 def _ae_fd(fake, plan, cfg: RunConfig, batch_size: int):
     """FSVAE's autoencoder Frechet distance of ``fake`` against the plan's reference split, read
-    as the protocol reads its reference (:func:`~snngen.metrics.protocols.reference_source`: the
+    as the protocol reads its reference (:func:`~snngen.metrics.reference.reference_source`: the
     run's data section, or the dataset as published; the encoder resizes to its own size)."""
     from snngen.metrics import ae_frechet_distance, feature_network
-    from snngen.metrics.protocols import ReferenceImages, reference_source
+    from snngen.metrics.reference import ReferenceImages, reference_source
 
     encoder = feature_network("autoencoder", dataset=cfg.data.name, root=cfg.data.root)
     real = ReferenceImages(reference_source(plan.protocol, cfg.data), plan.split,

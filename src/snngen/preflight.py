@@ -327,7 +327,7 @@ def check_evaluation(
                 if not (m == "fid" and plan.ref_stats is not None)), default=0)
     if not plan.sample_metrics or (need == 0 and plan.kind != "classifier"):
         return
-    from snngen.metrics.protocols import DataSource, reference_source
+    from snngen.metrics.reference import DataSource, reference_source
 
     # the images the evaluation's reference will read (the protocol decides: the run's data, or
     # the dataset as published); the open test split serves when it is those very images

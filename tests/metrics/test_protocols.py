@@ -30,17 +30,15 @@ from snngen.metrics.inception import (
     inception_input,
     load_inception_logits,
 )
-from snngen.metrics.protocols import (
-    PROTOCOLS,
+from snngen.metrics.measure import prepare_measurement, score_features
+from snngen.metrics.plan import plan_evaluation
+from snngen.metrics.protocols import PROTOCOLS, get_protocol
+from snngen.metrics.reference import (
     DataSource,
     ReferenceImages,
-    get_protocol,
     load_ref_stats,
-    plan_evaluation,
-    prepare_measurement,
     reference_features,
     reference_source,
-    score_features,
 )
 
 CONFIGS = sorted(glob.glob(str(Path(__file__).resolve().parents[2] / "configs" / "*.yaml")))
@@ -231,11 +229,12 @@ def _run_folder(root: Path, **eval_section) -> Path:
 @pytest.fixture
 def counting_network(monkeypatch):
     """Every protocol network becomes one shared :class:`CountingNet`."""
-    import snngen.metrics.protocols as protocols
+    import snngen.metrics.measure as measure
+    import snngen.metrics.plan as plan
 
     net = CountingNet()
-    monkeypatch.setattr(protocols, "protocol_network", lambda *a, **k: net)
-    monkeypatch.setattr(protocols, "FEATURE_DIMS", {"classifier": 4, "inception": 4})
+    monkeypatch.setattr(measure, "protocol_network", lambda *a, **k: net)
+    monkeypatch.setattr(plan, "FEATURE_DIMS", {"classifier": 4, "inception": 4})
     return net
 
 
@@ -502,7 +501,8 @@ def test_eval_reads_the_protocols_reference_of_a_padding_config(protocol, monkey
     from tiny_model import TinyAutoencoder, TinyConfig
 
     import snngen.metrics as metrics
-    import snngen.metrics.protocols as protocols
+    import snngen.metrics.measure as measure
+    import snngen.metrics.reference as reference
     from snngen.evaluation import evaluate_model
     from snngen.metrics.features import Features
     from snngen.metrics.scores import GaussianStats
@@ -515,8 +515,8 @@ def test_eval_reads_the_protocols_reference_of_a_padding_config(protocol, monkey
         feats = extract_features(torch.rand(16, 1, 32, 32), net)
         return GaussianStats.of(feats), Features(feats.features, None, net.name), tmp_path
 
-    monkeypatch.setattr(protocols, "reference_features", fake_reference)
-    monkeypatch.setattr(protocols, "ReferenceImages", RecordingImages)
+    monkeypatch.setattr(measure, "reference_features", fake_reference)
+    monkeypatch.setattr(reference, "ReferenceImages", RecordingImages)
     monkeypatch.setattr(metrics, "feature_network", lambda *a, **k: CountingNet())
     monkeypatch.setattr(RecordingImages, "opened", [])
     monkeypatch.setattr(RecordingImages, "shapes", [])

@@ -111,7 +111,7 @@ def draw(model, n: int, settings: BoardSettings, options: dict) -> tuple[torch.T
 
 
 def fid_only(ready, images: torch.Tensor, settings: BoardSettings) -> float:
-    from snngen.metrics.protocols import measure
+    from snngen.metrics.measure import measure
 
     return measure(ready, images, seed=settings.seed, batch_size=settings.batch_size,
                    progress=False)["fid"].value
@@ -120,15 +120,13 @@ def fid_only(ready, images: torch.Tensor, settings: BoardSettings) -> float:
 def plans(cfg, settings: BoardSettings) -> dict[str, Any]:
     """The prepared measurements: full (fid, kid, pr on n_samples), sweep and curve (fid), and
     Inception FID. Every one reads the reference the board's protocol reads
-    (:func:`~snngen.metrics.protocols.reference_source`: for ``leaderboard`` the dataset as
+    (:func:`~snngen.metrics.reference.reference_source`: for ``leaderboard`` the dataset as
     published, the 28-px digits, whatever a row's config pads or resizes), so every row, at 16
     or 32 px, is measured against the same images; the Inception column too."""
-    from snngen.metrics.protocols import (
-        get_protocol,
-        plan_evaluation,
-        prepare_measurement,
-        reference_source,
-    )
+    from snngen.metrics.measure import prepare_measurement
+    from snngen.metrics.plan import plan_evaluation
+    from snngen.metrics.protocols import get_protocol
+    from snngen.metrics.reference import reference_source
 
     source = reference_source(get_protocol(PROTOCOL), cfg.data)
 
@@ -204,7 +202,7 @@ def measure_row(board: Board, row: str) -> dict[str, Any]:
     if e.diffusion:
         options, sweep = choose_sampler(model, ready["sweep"], settings)
     x, ms = draw(model, settings.n_samples, settings, options)
-    from snngen.metrics.protocols import measure
+    from snngen.metrics.measure import measure
 
     scores = measure(ready["full"], x, seed=settings.seed, batch_size=settings.batch_size,
                      progress=False)

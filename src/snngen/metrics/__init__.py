@@ -34,14 +34,10 @@ from snngen.metrics.features import (
     extract_features,
 )
 from snngen.metrics.inception import InceptionFeatures, InceptionLogits, load_inception_logits
+from snngen.metrics.measure import protocol_reference
 from snngen.metrics.networks import feature_network
-from snngen.metrics.protocols import (
-    PROTOCOLS,
-    MetricProtocol,
-    get_protocol,
-    load_ref_stats,
-    protocol_reference,
-)
+from snngen.metrics.protocols import PROTOCOLS, MetricProtocol, get_protocol
+from snngen.metrics.reference import load_ref_stats
 from snngen.metrics.result import MetricResult
 from snngen.metrics.scores import (
     GaussianStats,

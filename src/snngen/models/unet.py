@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn import init
 
+from snngen.spiking.checkpointing import CheckpointedBlock
 from snngen.spiking.coding import direct_encode, weighted_decode
 from snngen.spiking.layers import (
     Conv2d,
@@ -218,7 +219,7 @@ class _Builder:
         return SpikeAct(self.cfg.neuron)
 
 
-class ResBlock(nn.Module):
+class ResBlock(CheckpointedBlock):
     """Pre-spike residual block ``[T, B, C_in, H, W], temb [B, tdim] -> [T, B, C_out, H, W]``."""
 
     def __init__(self, cin: int, cout: int, tdim: int, b: _Builder, *, attn: bool = False) -> None:
@@ -241,7 +242,7 @@ class ResBlock(nn.Module):
         return self.attn(h + self.shortcut(x))
 
 
-class DownSample(nn.Module):
+class DownSample(CheckpointedBlock):
     """``IF -> conv(3x3, stride 2) -> BN``: ``[T, B, C, H, W] -> [T, B, C, H/2, W/2]``."""
 
     def __init__(self, ch: int, b: _Builder) -> None:
@@ -252,7 +253,7 @@ class DownSample(nn.Module):
         return self.bn(self.conv(self.neuron(x)))
 
 
-class UpSample(nn.Module):
+class UpSample(CheckpointedBlock):
     """``IF -> nearest x2 -> conv(3x3) -> BN``: ``[T, B, C, H, W] -> [T, B, C, 2H, 2W]``."""
 
     def __init__(self, ch: int, b: _Builder) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from snngen.config import RunConfig, to_dict
 from snngen.errors import SnngenError
 from snngen.files import load_checkpoint, save_torch
 from snngen.models import DataInfo, GenerativeModel, build_model
+from snngen.spiking.checkpointing import enable_activation_checkpointing
 
 CKPT_DIR = "checkpoints"
 LAST_CKPT = "last.ckpt"
@@ -136,6 +138,17 @@ class EMA(nn.Module):
             e.copy_(b)
 
 
+def switch_on_checkpointing(model: nn.Module, name: str) -> None:
+    """``trainer.checkpoint_activations``: checkpoint every block of ``model`` that can be
+    (:func:`snngen.spiking.checkpointing.enable_activation_checkpointing`); a warning when it
+    has none (the model then trains as without the switch)."""
+    if not enable_activation_checkpointing(model):
+        warnings.warn(
+            f"trainer.checkpoint_activations: model {name!r} has no blocks that can be "
+            "checkpointed; it trains without activation checkpointing", stacklevel=3,
+        )
+
+
 class LitGenerative(L.LightningModule):
     """Lightning wrapper of any :class:`GenerativeModel` (manual optimisation, one optimiser
     per entry of ``model.optimizer_groups()``)."""
@@ -145,6 +158,8 @@ class LitGenerative(L.LightningModule):
         self.automatic_optimization = False
         self.cfg, self.info = cfg, info
         self.model = model if model is not None else build_model(cfg.model, info)
+        if cfg.trainer.checkpoint_activations:
+            switch_on_checkpointing(self.model, cfg.model.name)
         self.ema = EMA(self.model, cfg.trainer.ema_decay) if cfg.trainer.ema_decay else None
         self.batches_seen = 0
         self.max_batches = 0  # set by fit()

@@ -174,8 +174,8 @@ def test_triton_under_activation_checkpointing():
     for on in (False, True):
         enable_activation_checkpointing(stage, on)
         stage.zero_grad()
-        calls = []
-        hook = stage[1].register_forward_pre_hook(lambda *_: calls.append(1))
+        calls: list[int] = []
+        hook = stage[1].register_forward_pre_hook(lambda *_, c=calls: c.append(1))
         xg = x.clone().requires_grad_()
         spikes = stage(xg)
         (spikes * g_s).sum().backward()

@@ -1,4 +1,4 @@
-"""Activation checkpointing: :mod:`snngen.spiking.checkpointing`, ``trainer.checkpoint_activations``.
+"""Activation checkpointing (snngen.spiking.checkpointing, trainer.checkpoint_activations).
 
 Per family (SDDPM's U-Net, FSVAE, VQ-VAE, SAE; float64, tiny shapes): one training loss +
 backward with checkpointing gives the gradients, the loss and the buffers (BatchNorm running

@@ -280,7 +280,7 @@ class TimeEmbedding(nn.Module):
         return self.mlp(sinusoidal_embedding(t, self.ch).to(self.mlp[0].weight.dtype))
 
 
-class Head(nn.Module):
+class Head(CheckpointedBlock):
     """Output head ``[T, B, C, H, W] -> [B, C_img, H, W]`` (see the module docstring)."""
 
     def __init__(self, ch: int, b: _Builder) -> None:

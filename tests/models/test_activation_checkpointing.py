@@ -43,7 +43,7 @@ FAMILIES = {
               DataInfo(1, 8), "encoder.0"),
     "vqvae": (dict(name="vqvae", time_steps=2, ch=8, ch_mult=[1, 2], num_res_blocks=1,
                    attn_resolutions=[8], z_channels=8, embed_dim=4, n_embed=16, num_groups=4,
-                   dropout=0.3, disc_ndf=8, disc_layers=2),
+                   dropout=0.3, disc_ndf=8, disc_layers=2, disc_start=0),
               DataInfo(1, 16), "encoder.down.0.blocks.0"),
     "sae": (dict(name="sae", channels=[4, 8], latent_dim=6, num_steps=3),
             DataInfo(1, 8), "decoder.0"),

@@ -44,6 +44,10 @@ instead of O(T^2)); the monitor then counts each layer call and neuron update on
 SNN runs them. The original's own op count, prefix re-runs included, is
 :mod:`snngen.models.fsvae_cost`.
 
+Activation checkpointing (``trainer.checkpoint_activations``): each level of the encoder and
+decoder (conv, tdBN, LIF) and the linear stages to and from the latent are checkpointed stages
+(:class:`~snngen.spiking.checkpointing.StagedSequential`); the posterior and prior are not.
+
 ``neuron: relu`` swaps every LIF for a ReLU with everything else unchanged (T folded into the
 batch): the network whose speed measures the neuron overhead. The Gaussian ANN VAE of the paper
 is :class:`snngen.models.ann_vae.ANNVAE`, built from the same encoder/decoder builders.

@@ -18,6 +18,9 @@ time step separately (per-step batch statistics in training, running statistics 
 step). Each of these is one config flag away from snngen's alternatives (``detach_reset``,
 ``strict_threshold``, ``bn_per_step``); ``docs/sae.md`` lists what remains different.
 
+With ``trainer.checkpoint_activations`` each encoder and decoder level (conv, BatchNorm, LIF) is
+a checkpointed stage (:mod:`snngen.spiking.checkpointing`).
+
 Sampling is snngen's addition (the tutorial has no prior): ``sample`` decodes latent spike
 trains drawn as independent Bernoulli spikes with each latent unit's per-step firing rate on the
 training data (tracked during training), which gives plausible but blurry digits; use FSVAE for

@@ -33,6 +33,9 @@ Options:
   neuron's threshold by a factor at inference, without training. It is implemented by dividing
   the neuron's input by the factor, which gives the same spikes for IF neurons (the membrane
   is linear in the input, reset to 0 or by subtraction).
+* activation checkpointing (``trainer.checkpoint_activations``,
+  :mod:`snngen.spiking.checkpointing`): every residual block (its attention included),
+  down-sampling, up-sampling and the head recompute their activations in the backward pass.
 
 Differences from the original code, on purpose: the original passes ``dropout`` to its blocks
 but never applies it (snngen applies it before the second conv when ``dropout > 0``; the paper

@@ -15,6 +15,9 @@ Encoder and decoder are built from :class:`ResnetBlockSnn` (GroupNorm, LIF-nonli
 strided-conv down-sampling, and up-sampling by nearest interpolation + 3x3 conv (what the
 original code runs, the default) or by a 4x4 transposed conv (``upsample="transposed"``, what the
 paper's tables and README list).
+With ``trainer.checkpoint_activations`` every residual block, attention block, down- and
+up-sampling recomputes its activations in the backward pass
+(:mod:`snngen.spiking.checkpointing`).
 Neurons: braincog's LIF (threshold 0.5, tau 2, hard reset, a spike only above the threshold),
 :data:`BRAINCOG_LIF`.
 

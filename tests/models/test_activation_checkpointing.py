@@ -189,3 +189,22 @@ def test_training_harness_warns_when_nothing_to_checkpoint():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         LitGenerative(build_run_config({"model": {"name": "tiny"}}), DataInfo(1, 8))
+
+
+def test_bf16_autocast_recomputed_under_autocast():
+    """``bf16-mixed`` training runs the loss under CPU autocast: the recomputation re-enters it
+    (torch's checkpoint records the autocast state), so the bfloat16 ops and their gradients
+    are the ones without checkpointing (a recomputation without autocast fails: it feeds the
+    saved bfloat16 block input to float32 weights)."""
+    model, info, block = make("sddpm")
+    model.float()
+    x = batch(info).float()
+    results = []
+    for on in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            results.append(one_step(model, x, block, on))
+    (loss0, g0, _, _, c0), (loss1, g1, _, _, c1) = results
+    assert (c0, c1) == (1, 2)
+    torch.testing.assert_close(loss1, loss0, rtol=0, atol=0)
+    for name in g0:  # the same float32/bfloat16 ops in the same order: the same numbers
+        torch.testing.assert_close(g1[name], g0[name], rtol=0, atol=0, msg=name)

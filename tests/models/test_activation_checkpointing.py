@@ -177,7 +177,9 @@ def test_training_harness_switches_blocks_on():
     on = build_run_config({"model": model_cfg, "trainer": {"checkpoint_activations": True}})
     lit = LitGenerative(on, info)
     blocks = checkpointed_blocks(lit.model)
-    assert len(blocks) == 10 and all(b.checkpoint_activations for b in blocks)
+    # 2 levels x 1 residual block down, 1 down-sampling, 2 middle blocks, 2 levels x 2 blocks
+    # up, 1 up-sampling, the head
+    assert len(blocks) == 11 and all(b.checkpoint_activations for b in blocks)
     off = LitGenerative(build_run_config({"model": model_cfg}), info)
     assert not any(b.checkpoint_activations for b in checkpointed_blocks(off.model))
 

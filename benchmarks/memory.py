@@ -22,9 +22,9 @@ mark) is what the forward left held. This counts every tensor (activations, auto
 tensors, temporaries, gradients), not an estimate from shapes; memory outside torch's allocator
 (oneDNN scratch buffers, the Python heap) is not counted, and is the same with and without
 checkpointing. The first step of each row runs under the profiler (it is also the warm-up; the
-profiler slows it, so it is not timed).
+profiler slows it, so it is not timed); on CUDA a warm-up step comes before the measured one.
 
-    python benchmarks/memory.py            # full width, batch 2, T = 2 4 8 (CPU: ~15 min)
+    python benchmarks/memory.py            # full width, batch 2, T = 2 4 8 (CPU: ~20 min)
     python benchmarks/memory.py --quick    # ch 32: the same table in ~1 min on a CPU
     python benchmarks/memory.py --device cuda --batch 4 --repeat 3
 
@@ -41,7 +41,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch._C._profiler import _EventType
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from snngen.config import load_config
@@ -68,6 +67,8 @@ def _walk(nodes):
 def cpu_memory(forward: Callable[[], torch.Tensor]) -> tuple[int, int]:
     """``(held, peak)`` bytes above the start of one ``forward().backward()`` on the CPU, from
     the CPU allocator's running total recorded by the profiler (module docstring)."""
+    from torch._C._profiler import _EventType  # private: imported only where it is needed
+
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         loss = forward()
         with record_function(MARK):
@@ -121,6 +122,7 @@ def measure(timesteps: int, checkpointing: bool, args, device: torch.device) -> 
         return model.loss(x)["loss"]
 
     if device.type == "cuda":
+        forward().backward()  # warm-up (kernel compilation, cuDNN/cuBLAS workspaces)
         held, peak = cuda_memory(forward, device)
     else:
         held, peak = cpu_memory(forward)

@@ -3,7 +3,9 @@
 #   1. the test suite's CUDA-relevant parts with the GPU visible (Triton kernels compiled for the
 #      GPU instead of interpreted, spiking kernels, samplers, generation);
 #   2. benchmarks/neurons.py --device cuda (Triton vs spikingjelly (CuPy / torch) vs snnTorch vs
-#      ReLU, forward+backward, T = 4/8/16) and benchmarks/model_steps.py --device cuda;
+#      ReLU, forward+backward, T = 4/8/16), benchmarks/model_steps.py --device cuda and
+#      benchmarks/memory.py --device cuda (SDDPM CIFAR-10 peak memory at T = 2/4/8 with and without
+#      activation checkpointing);
 #   3. every model family's small config end to end on the GPU: train a few steps, sample,
 #      evaluate with n=64.
 # Prints one table and exits non-zero if anything failed.
@@ -29,10 +31,12 @@ if [ "$device" = cuda ]; then
     || exit 2
   accelerator=gpu; train_steps=20
   neuron_args=(--device cuda); step_args=(--device cuda --repeat 3)
+  memory_args=(--device cuda --batch 4 --repeat 5)
 else  # the CPU rehearsal
   export TRITON_INTERPRET=1
   accelerator=cpu; train_steps=2
   neuron_args=(--quick --no-cpp); step_args=(--device cpu --repeat 1 --batch 2)
+  memory_args=(--device cpu --ch 8 --timesteps 2 --batch 1)
 fi
 declare -a names=() results=() seconds=()
 step() {  # step NAME COMMAND...: run, time, record
@@ -48,6 +52,7 @@ step cuda-tests python3 -m pytest -q -x -p no:cacheprovider tests/spiking tests/
 step neurons python3 benchmarks/neurons.py "${neuron_args[@]}" --out "$out/neurons.json"
 step model-steps python3 benchmarks/model_steps.py "${step_args[@]}" \
     --json "$out/model_steps.json"
+step memory python3 benchmarks/memory.py "${memory_args[@]}" --out "$out/memory.json"
 runs="$(mktemp -d)"
 for cfg in sae_mnist5k fsvae_mnist5k ann_vae_mnist5k ddpm_mnist5k_small sddpm_mnist5k_small \
            vqvae_temporal_mnist5k_small; do

@@ -136,6 +136,9 @@ class TrainerConfig:
     ema_decay: float | None = None
     progress_bar: bool = True
     grids_every_epoch: bool = True
+    # recompute each block's activations in the backward pass instead of keeping them (less
+    # memory, about one more forward per step): snngen.spiking.checkpointing
+    checkpoint_activations: bool = False
 
     def __post_init__(self) -> None:
         _positive(self, "max_epochs", optional=True)

@@ -22,6 +22,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from snngen.errors import SnngenError
 from snngen.files import load_checkpoint, save_torch
 from snngen.models import DataInfo, GenerativeModel, build_model
 from snngen.runs import CKPT_DIR, LAST_CKPT, load_model_parts
+from snngen.spiking.checkpointing import enable_activation_checkpointing
 
 #: the clock of ``trainer.max_cpu_minutes``: CPU time of this process, every thread (seconds)
 cpu_clock = time.process_time
@@ -156,6 +158,17 @@ class EMA(nn.Module):
             e.copy_(b)
 
 
+def switch_on_checkpointing(model: nn.Module, name: str) -> None:
+    """``trainer.checkpoint_activations``: checkpoint every block of ``model`` that can be
+    (:func:`snngen.spiking.checkpointing.enable_activation_checkpointing`); a warning when it
+    has none (the model then trains as without the switch)."""
+    if not enable_activation_checkpointing(model):
+        warnings.warn(
+            f"trainer.checkpoint_activations: model {name!r} has no blocks that can be "
+            "checkpointed; it trains without activation checkpointing", stacklevel=3,
+        )
+
+
 class LitGenerative(L.LightningModule):
     """Lightning wrapper of any :class:`GenerativeModel` (manual optimisation, one optimiser
     per entry of ``model.optimizer_groups()``)."""
@@ -167,6 +180,8 @@ class LitGenerative(L.LightningModule):
         if model is None:
             model = build_model(cfg.model, info, **load_model_parts(cfg.model))
         self.model = model
+        if cfg.trainer.checkpoint_activations:
+            switch_on_checkpointing(self.model, cfg.model.name)
         self.ema = EMA(self.model, cfg.trainer.ema_decay) if cfg.trainer.ema_decay else None
         self.batches_seen = 0
         self.max_batches = 0  # set by fit()

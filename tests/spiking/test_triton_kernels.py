@@ -25,6 +25,7 @@ import torch
 from kernel_helpers import SURROGATES, assert_matches_reference, backend, forced_fused, run
 
 from snngen.spiking import ParametricLIF, kernels
+from snngen.spiking.checkpointing import StagedSequential, enable_activation_checkpointing
 from snngen.spiking.kernels import NeuronSpec, lif_fused, lif_reference
 from snngen.spiking.surrogate import ATan, Rectangular, Sigmoid, Triangle
 
@@ -158,6 +159,34 @@ def no_host_reads(monkeypatch, decay):
 
     for name in ("item", "tolist", "__float__", "__int__", "__bool__", "__index__", "numpy"):
         guard(name)
+
+
+def test_triton_under_activation_checkpointing():
+    """A Linear + ParametricLIF stage on the Triton kernels, checkpointed (recomputed in the
+    backward pass): the kernels run again on the same input, so the gradients of the input, the
+    weights and the learnable decay are the ones without checkpointing, bit for bit."""
+    x = inputs((4, 2, 11))
+    g_s = torch.randn(4, 2, 11, generator=GEN)
+    torch.manual_seed(0)
+    stage = StagedSequential(torch.nn.Linear(11, 11), ParametricLIF(init_tau=1.7,
+                             compile="triton"), stage_size=2)
+    results = []
+    for on in (False, True):
+        enable_activation_checkpointing(stage, on)
+        stage.zero_grad()
+        calls: list[int] = []
+        hook = stage[1].register_forward_pre_hook(lambda *_, c=calls: c.append(1))
+        xg = x.clone().requires_grad_()
+        spikes = stage(xg)
+        (spikes * g_s).sum().backward()
+        hook.remove()
+        results.append((len(calls), spikes, xg.grad, stage[0].weight.grad.clone(),
+                        stage[1].w.grad.clone()))
+    (n0, *plain), (n1, *ckpt) = results
+    assert backend(ckpt[0]).startswith("_TritonLIF") and (n0, n1) == (1, 2)
+    assert plain[3].abs() > 0  # the decay gets a gradient
+    for a, b in zip(plain, ckpt, strict=True):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize(

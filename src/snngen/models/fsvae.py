@@ -44,6 +44,10 @@ instead of O(T^2)); the monitor then counts each layer call and neuron update on
 SNN runs them. The original's own op count, prefix re-runs included, is
 :mod:`snngen.models.fsvae_cost`.
 
+Activation checkpointing (``trainer.checkpoint_activations``): each level of the encoder and
+decoder (conv, tdBN, LIF) and the linear stages to and from the latent are checkpointed stages
+(:class:`~snngen.spiking.checkpointing.StagedSequential`); the posterior and prior are not.
+
 ``neuron: relu`` swaps every LIF for a ReLU with everything else unchanged (T folded into the
 batch): the network whose speed measures the neuron overhead. The Gaussian ANN VAE of the paper
 is :class:`snngen.models.ann_vae.ANNVAE`, built from the same encoder/decoder builders.
@@ -61,6 +65,7 @@ from torch import Tensor, nn
 
 from snngen.models.base import DataInfo, GenerativeModel
 from snngen.spiking import kernels
+from snngen.spiking.checkpointing import StagedSequential
 from snngen.spiking.coding import direct_encode, weighted_decode
 from snngen.spiking.layers import Conv2d, ConvTranspose2d, Linear, TdBatchNorm1d, TdBatchNorm2d
 from snngen.spiking.neurons import LIF, MultiStepNeuron
@@ -190,8 +195,8 @@ Factory = Callable[[int], nn.Module]
 
 def conv_encoder(
     in_channels: int, channels: list[int], norm: Factory, act: Factory
-) -> nn.Sequential:
-    """Per level: conv k3 s2 p1, ``norm(c)``, ``act(c)``.
+) -> StagedSequential:
+    """Per level: conv k3 s2 p1, ``norm(c)``, ``act(c)`` (one checkpointing stage per level).
 
     ``[T, B, C, H, W] -> [T, B, c_L, H / 2^L, W / 2^L]`` with L levels.
     """
@@ -200,17 +205,18 @@ def conv_encoder(
     for c in channels:
         layers += [Conv2d(cin, c, 3, stride=2, padding=1), norm(c), act(c)]
         cin = c
-    return nn.Sequential(*layers)
+    return StagedSequential(*layers, stage_size=3)
 
 
 def conv_decoder(
     channels: list[int], out_channels: int, norm: Factory, act: Factory
-) -> nn.Sequential:
+) -> StagedSequential:
     """Mirror of :func:`conv_encoder` (``channels`` in the encoder's order).
 
     Per level, widest first: transposed conv k3 s2 p1 op1, ``norm``, ``act``; then a last
     transposed conv k3 s1 p1 to ``out_channels`` with no norm and no activation.
-    ``[T, B, c_L, h, w] -> [T, B, out_channels, h 2^L, w 2^L]``.
+    ``[T, B, c_L, h, w] -> [T, B, out_channels, h 2^L, w 2^L]``. One checkpointing stage per
+    level (the last conv runs outside them).
     """
     widths = list(reversed(channels)) + [channels[0]]
     layers: list[nn.Module] = []
@@ -221,7 +227,7 @@ def conv_decoder(
             act(cout),
         ]
     layers.append(ConvTranspose2d(channels[0], out_channels, 3, stride=1, padding=1))
-    return nn.Sequential(*layers)
+    return StagedSequential(*layers, stage_size=3)
 
 
 def check_image_info(info: DataInfo, channels: list[int], model: str) -> int:
@@ -428,10 +434,11 @@ class FSVAE(GenerativeModel):
             return norm1d(n, cfg.prior_bn_alpha)
 
         self.encoder = conv_encoder(info.channels, cfg.channels, norm2d, act)
-        self.to_latent = nn.Sequential(Linear(flat, c), norm1d(c), act(c))
+        self.to_latent = StagedSequential(Linear(flat, c), norm1d(c), act(c), stage_size=3)
         self.posterior_net = AutoregressiveBernoulli(c, cfg.k, c, norm_prior, act)
         self.prior_net = AutoregressiveBernoulli(c, cfg.k, 0, norm_prior, act)
-        self.from_latent = nn.Sequential(Linear(c, flat), norm1d(flat), act(flat))
+        self.from_latent = StagedSequential(Linear(c, flat), norm1d(flat), act(flat),
+                                            stage_size=3)
         self.decoder = conv_decoder(cfg.channels, info.channels, norm2d, act)
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
 

@@ -18,6 +18,9 @@ time step separately (per-step batch statistics in training, running statistics 
 step). Each of these is one config flag away from snngen's alternatives (``detach_reset``,
 ``strict_threshold``, ``bn_per_step``); ``docs/sae.md`` lists what remains different.
 
+With ``trainer.checkpoint_activations`` each encoder and decoder level (conv, BatchNorm, LIF) is
+a checkpointed stage (:mod:`snngen.spiking.checkpointing`).
+
 Sampling is snngen's addition (the tutorial has no prior): ``sample`` decodes latent spike
 trains drawn as independent Bernoulli spikes with each latent unit's per-step firing rate on the
 training data (tracked during training), which gives plausible but blurry digits; use FSVAE for
@@ -33,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from snngen.models.base import DataInfo, GenerativeModel
+from snngen.spiking.checkpointing import StagedSequential
 from snngen.spiking.coding import direct_encode
 from snngen.spiking.layers import Conv2d, ConvTranspose2d, Linear, TimeBatchNorm2d
 from snngen.spiking.neurons import LIF
@@ -94,7 +98,7 @@ class SpikingAutoencoder(GenerativeModel):
         for c in cfg.channels:
             enc += [Conv2d(cin, c, 3, stride=2, padding=1), self._bn(c), self._lif()]
             cin = c
-        self.encoder = nn.Sequential(*enc)
+        self.encoder = StagedSequential(*enc, stage_size=3)  # checkpointing: one stage per level
         self.to_latent = nn.Sequential(Linear(flat, cfg.latent_dim), self._lif())
         self.from_latent = nn.Sequential(Linear(cfg.latent_dim, flat), self._lif())
         self.bottom_lif = self._lif()  # the tutorial's Leaky right after nn.Unflatten
@@ -104,7 +108,7 @@ class SpikingAutoencoder(GenerativeModel):
             dec += [ConvTranspose2d(cin, cout, 3, 2, padding=1, output_padding=1),
                     self._bn(cout), self._lif()]
         dec.append(ConvTranspose2d(widths[-1], info.channels, 3, 2, padding=1, output_padding=1))
-        self.decoder = nn.Sequential(*dec)
+        self.decoder = StagedSequential(*dec, stage_size=3)
         self.readout = self._lif(v_threshold=cfg.output_threshold, return_membrane=True)
         self.register_buffer("latent_rate", torch.full((cfg.num_steps, cfg.latent_dim), 0.5))
 

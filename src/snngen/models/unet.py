@@ -33,6 +33,9 @@ Options:
   neuron's threshold by a factor at inference, without training. It is implemented by dividing
   the neuron's input by the factor, which gives the same spikes for IF neurons (the membrane
   is linear in the input, reset to 0 or by subtraction).
+* activation checkpointing (``trainer.checkpoint_activations``,
+  :mod:`snngen.spiking.checkpointing`): every residual block (its attention included),
+  down-sampling, up-sampling and the head recompute their activations in the backward pass.
 
 Differences from the original code, on purpose: the original passes ``dropout`` to its blocks
 but never applies it (snngen applies it before the second conv when ``dropout > 0``; the paper
@@ -52,6 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn import init
 
+from snngen.spiking.checkpointing import CheckpointedBlock
 from snngen.spiking.coding import direct_encode, weighted_decode
 from snngen.spiking.layers import (
     Conv2d,
@@ -218,7 +222,7 @@ class _Builder:
         return SpikeAct(self.cfg.neuron)
 
 
-class ResBlock(nn.Module):
+class ResBlock(CheckpointedBlock):
     """Pre-spike residual block ``[T, B, C_in, H, W], temb [B, tdim] -> [T, B, C_out, H, W]``."""
 
     def __init__(self, cin: int, cout: int, tdim: int, b: _Builder, *, attn: bool = False) -> None:
@@ -241,7 +245,7 @@ class ResBlock(nn.Module):
         return self.attn(h + self.shortcut(x))
 
 
-class DownSample(nn.Module):
+class DownSample(CheckpointedBlock):
     """``IF -> conv(3x3, stride 2) -> BN``: ``[T, B, C, H, W] -> [T, B, C, H/2, W/2]``."""
 
     def __init__(self, ch: int, b: _Builder) -> None:
@@ -252,7 +256,7 @@ class DownSample(nn.Module):
         return self.bn(self.conv(self.neuron(x)))
 
 
-class UpSample(nn.Module):
+class UpSample(CheckpointedBlock):
     """``IF -> nearest x2 -> conv(3x3) -> BN``: ``[T, B, C, H, W] -> [T, B, C, 2H, 2W]``."""
 
     def __init__(self, ch: int, b: _Builder) -> None:
@@ -279,7 +283,7 @@ class TimeEmbedding(nn.Module):
         return self.mlp(sinusoidal_embedding(t, self.ch).to(self.mlp[0].weight.dtype))
 
 
-class Head(nn.Module):
+class Head(CheckpointedBlock):
     """Output head ``[T, B, C, H, W] -> [B, C_img, H, W]`` (see the module docstring)."""
 
     def __init__(self, ch: int, b: _Builder) -> None:

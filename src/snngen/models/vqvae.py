@@ -15,6 +15,9 @@ Encoder and decoder are built from :class:`ResnetBlockSnn` (GroupNorm, LIF-nonli
 strided-conv down-sampling, and up-sampling by nearest interpolation + 3x3 conv (what the
 original code runs, the default) or by a 4x4 transposed conv (``upsample="transposed"``, what the
 paper's tables and README list).
+With ``trainer.checkpoint_activations`` every residual block, attention block, down- and
+up-sampling recomputes its activations in the backward pass
+(:mod:`snngen.spiking.checkpointing`).
 Neurons: braincog's LIF (threshold 0.5, tau 2, hard reset, a spike only above the threshold),
 :data:`BRAINCOG_LIF`.
 
@@ -57,6 +60,7 @@ from snngen.models.quantizers import (
     VanillaCodebook,
     codebook_usage,
 )
+from snngen.spiking.checkpointing import CheckpointedBlock
 from snngen.spiking.coding import direct_encode
 from snngen.spiking.layers import (
     BRAINCOG_LIF,
@@ -170,7 +174,7 @@ def nonlinearity(neuron: NeuronSpec) -> nn.Module:
     return nn.SiLU() if is_ann(neuron) else LIFNonlinearity(neuron)
 
 
-class ResnetBlockSnn(nn.Module):
+class ResnetBlockSnn(CheckpointedBlock):
     """Spiking residual block ``[T, B, C_in, H, W] -> [T, B, C_out, H, W]``.
 
     ``h = conv1(act(norm1(x)))``; ``h += W_t act(temb)`` when a time embedding ``[T, B, temb]``
@@ -218,7 +222,7 @@ class ResnetBlockSnn(nn.Module):
         return self.shortcut(x) + h
 
 
-class Downsample(nn.Module):
+class Downsample(CheckpointedBlock):
     """Halve H and W: pad one row/column at the bottom/right, then a 3x3 conv of stride 2."""
 
     def __init__(self, channels: int) -> None:
@@ -230,7 +234,7 @@ class Downsample(nn.Module):
         return self.conv(F.pad(x, (0, 1, 0, 1)))
 
 
-class Upsample(nn.Module):
+class Upsample(CheckpointedBlock):
     """Double H and W: a 4x4 transposed conv of stride 2 (``mode="transposed"``, the paper's
     table) or nearest interpolation + 3x3 conv (``mode="nearest"``, the original code)."""
 

@@ -3,6 +3,11 @@
 It knows nothing about generative models. Tensors are time-first: ``[T, B, ...]``.
 """
 
+from snngen.spiking.checkpointing import (
+    CheckpointedBlock,
+    StagedSequential,
+    enable_activation_checkpointing,
+)
 from snngen.spiking.coding import (
     direct_encode,
     last_decode,
@@ -77,4 +82,8 @@ __all__ = [
     "weighted_decode",
     # monitor
     "Monitor",
+    # activation checkpointing
+    "CheckpointedBlock",
+    "StagedSequential",
+    "enable_activation_checkpointing",
 ]

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from snngen.spiking.checkpointing import CheckpointedBlock
 from snngen.spiking.neurons import IF, LIF, ParametricLIF
 
 __all__ = [
@@ -357,7 +358,7 @@ class LIFNonlinearity(nn.Module):
         return x * _spikes(self.neuron(x))
 
 
-class SpikingSelfAttention(nn.Module):
+class SpikingSelfAttention(CheckpointedBlock):
     """Spiking self-attention over the pixels of each frame (tts_vqvae's ``AttnBlockSnn``).
 
     For each time step and sample, with ``h = GroupNorm(x)`` and ``N = H*W`` positions:

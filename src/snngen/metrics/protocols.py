@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from snngen.metrics.classifier import load_classifier
+import snngen.metrics.classifier as classifier
 from snngen.metrics.features import FeatureNet, MetricsError
 from snngen.metrics.inception import InceptionFeatures
 
@@ -201,7 +201,8 @@ def protocol_network(
     :class:`~snngen.metrics.inception.InceptionLogits`, for IS)."""
     kind = protocol.features_for(dataset, features)
     if kind == "classifier":
-        return load_classifier(dataset, root=root, image_size=protocol.classifier_size)
+        return classifier.load_classifier(dataset, root=root,
+                                          image_size=protocol.classifier_size)
     return InceptionFeatures(
         quantize=protocol.quantize, resize=protocol.resize_for(kind), logits=inception_logits
     )

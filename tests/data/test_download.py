@@ -503,6 +503,28 @@ def test_malicious_archive_in_a_download_places_nothing(tmp_path, server, monkey
     assert not [p for p in (root / ".snngen").iterdir() if p.name.startswith("unpack-")]
 
 
+def test_archive_with_another_layout_is_taken_back(tmp_path, server, monkeypatch, capsys):
+    """An archive that passes its md5 but unpacks to less than the set (here without
+    data_batch_5): the whole set is checked after the move, and what was moved is removed."""
+    serve_cifar(server, monkeypatch, tmp_path / "src")
+    (tmp_path / "src" / "cifar-10-batches-py" / "data_batch_5").unlink()
+    data = tree_bytes(tmp_path / "src" / "cifar-10-batches-py", "tar")
+    server.files["/cifar/cifar-10-python.tar.gz"] = data
+    source = resources.SOURCES["cifar10"]
+    remote = Remote(**{**source.remotes[0].__dict__, "md5": md5(data), "size": len(data)})
+    monkeypatch.setitem(resources.SOURCES, "cifar10", Source(
+        "cifar10", (remote,), resources._check_cifar("cifar10", remote, tuple(
+            FileSum(p.name, md5=md5(p.read_bytes()))
+            for p in (tmp_path / "src" / "cifar-10-batches-py").iterdir()) + (
+            FileSum("data_batch_5", md5="0" * 32),))))
+    root = tmp_path / "d"
+    capsys.readouterr()
+    code = main(["datasets", "download", "cifar10", "--root", str(root)])
+    one_line_error(capsys, code, "after unpacking", "data_batch_5' is missing",
+                   "nothing was placed")
+    assert visible(root) == []
+
+
 def test_gzip_resources_kept_compressed_and_the_progress_bar(tmp_path, server, monkeypatch,
                                                              capsys):
     """MNIST's .gz files are placed as published (the loader reads them gzipped); the bar of a
@@ -533,6 +555,8 @@ def big_files(size: int = 300_000) -> dict[str, bytes]:
 def spawn(argv: list[str], out: Path, err: Path) -> int:
     """A separate process (fork: the table patched here is inherited, and no interpreter start)
     running ``snngen ARGV`` with stdout/stderr into files and SIGINT as in a fresh Python."""
+    out.write_text("")
+    err.write_text("")
     pid = os.fork()
     if pid:
         return pid
@@ -540,7 +564,7 @@ def spawn(argv: list[str], out: Path, err: Path) -> int:
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         for fd, path in ((1, out), (2, err)):
-            os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+            os.dup2(os.open(path, os.O_WRONLY | os.O_APPEND), fd)
         sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
         code = main(argv)

@@ -162,10 +162,10 @@ def download_dataset(name: str, root=None, mirrors: Sequence[str] | None = None,
         raise DataError(str(err).replace("<root>", str(base))) from None
     bases = check_mirrors(env_mirrors() if mirrors is None else mirrors, source.name)
     check_writable_folder(base, 0, what="data root")
-    if _plan(source, base, bases, Digests(base)) is None:  # read-only: refuse before writing
+    digests = Digests(base)  # cached by size + mtime: files changed meanwhile are hashed again
+    if _plan(source, base, bases, digests) is None:  # read-only: refuse before writing
         return f"{source.name}: already complete in '{base}' (as published)"
     with data_lock(base, source.name):
-        digests = Digests(base)
         plan = _plan(source, base, bases, digests)  # again: another process may have finished
         if plan is None:
             digests.save()
@@ -232,7 +232,9 @@ def _plan(source: Source, base: Path, bases: list[str], digests: Digests) -> _Pl
 
 def _download(source: Source, base: Path, plan: _Plan, digests: Digests, progress: bool) -> str:
     """Fetch what ``plan`` lacks, check it, install it; remove snngen's own copies after."""
-    need = sum(2 * (r.size or 0) for r in plan.needed if plan.local[r.file] is None)
+    # free space: each file to fetch, plus about its size again for an archive's content
+    need = sum((r.size or 0) * ((plan.local[r.file] is None) + (r.unpack != ""))
+               for r in plan.needed)
     check_writable_folder(base, need, what="data root")
     files: dict[str, Path] = {}
     try:
@@ -280,6 +282,9 @@ def _usable_copy(r: Remote, path: Path | None, digests: Digests, staging: Path) 
 def _fetch(name: str, r: Remote, urls: list[str], staging: Path, progress: bool) -> Path:
     """Download ``r`` from the first of ``urls`` that gives the published file; returns it."""
     part, final = staging / f"{r.file}.part", staging / r.file
+    if not urls:
+        raise DataError(f"dataset '{name}': no URL for {r.file}; place the published file in "
+                        f"'{staging.parents[2] / r.into}' or give --mirror URL")
     try:
         staging.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -297,8 +302,9 @@ def _fetch(name: str, r: Remote, urls: list[str], staging: Path, progress: bool)
                 with contextlib.suppress(Exception):
                     err.close()
                 break
-            except (urllib.error.URLError, HTTPException, ConnectionError, TimeoutError,
-                    _Cut) as err:
+            except FileWriteError:
+                raise  # the disk, not the network: the .part stays for the next run
+            except (OSError, HTTPException, _Cut) as err:  # URLError, timeouts, resets, TLS
                 failures.append(f"{url}: {_reason(err)}")
                 if _size(part) <= before:
                     break  # no progress: the next URL

@@ -471,10 +471,12 @@ def check_placed(name: str, root: Path, digests: Digests | None = None) -> list[
 
 
 def format_size(n: int | None) -> str:
-    """``11.6 MB``, ``1.45 GB`` (decimal units, as the hosts list them)."""
+    """``15.8 kB``, ``11.6 MB``, ``1.45 GB`` (decimal units, as the hosts list them)."""
     if n is None:
         return "?"
-    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+    if n >= 1e9:
+        return f"{n / 1e9:.2f} GB"
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
 __all__ = ["SOURCES", "Digests", "FileSum", "Problem", "Remote", "Source",

@@ -169,6 +169,39 @@ def add_device_options(p: argparse.ArgumentParser, *, shards: bool) -> None:
                    "and draw its samples again")
 
 
+EPILOG_DATASETS = """examples:
+  snngen datasets                                   # every dataset; which can be downloaded
+  snngen datasets download cifar10 --root data      # fetch, check md5, unpack into data/
+  snngen datasets download mnist --mirror http://intranet/mnist/   # the published names there
+  snngen datasets verify celeba --root data         # check files placed by hand
+a cut or Ctrl-C keeps DATA/.snngen/downloads/NAME/FILE.part: the same command resumes it;
+SNNGEN_DATA_MIRROR=URL (space-separated, {name} = the dataset) replaces the published URLs
+"""
+
+
+def add_datasets_parser(sub, fmt) -> None:
+    """``snngen datasets [download NAME | verify NAME]``."""
+    p = sub.add_parser("datasets", help="list the datasets; download or verify one",
+                       epilog=EPILOG_DATASETS, formatter_class=fmt)
+    actions = p.add_subparsers(dest="datasets_action", metavar="ACTION")
+    q = actions.add_parser("download", help="fetch a dataset's published files, check, unpack",
+                           epilog=EPILOG_DATASETS, formatter_class=fmt)
+    q.add_argument("name", help="dataset name (see 'snngen datasets')")
+    q.add_argument("--root", default=None, metavar="DIR",
+                   help="data root (default $SNNGEN_DATA, else ./data)")
+    q.add_argument("--mirror", action="append", default=None, metavar="URL",
+                   help="base URL serving the published file names, tried instead of the "
+                   "published URLs (repeat for several, in order; default $SNNGEN_DATA_MIRROR)")
+    q = actions.add_parser("verify", help="check placed files against the published checksums",
+                           epilog=EPILOG_DATASETS, formatter_class=fmt)
+    q.add_argument("name", help="dataset name (see 'snngen datasets')")
+    q.add_argument("--root", default=None, metavar="DIR",
+                   help="data root (default $SNNGEN_DATA, else ./data)")
+    for q in actions.choices.values():
+        q.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="show Lightning's own messages (see 'snngen --help')")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``snngen`` command."""
     fmt = argparse.RawDescriptionHelpFormatter
@@ -320,12 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remeasure", action="store_true",
                    help="measure every row again (trained stages are kept)")
 
-    p = sub.add_parser(
-        "datasets",
-        help="list the datasets and the files each expects",
-        epilog="examples:\n  snngen datasets",
-        formatter_class=fmt,
-    )
+    add_datasets_parser(sub, fmt)
     p = sub.add_parser(
         "models", help="list the models", epilog="examples:\n  snngen models", formatter_class=fmt
     )
@@ -457,9 +485,22 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    from snngen.data import describe_datasets
+    from snngen.data import describe_datasets, describe_downloads, download_dataset, verify_dataset
 
-    print(describe_datasets())
+    action = getattr(args, "datasets_action", None)
+    if action == "download":
+        try:
+            print(download_dataset(args.name, args.root, args.mirror))
+        except KeyboardInterrupt:
+            print("snngen: interrupted; a partial download is kept as .part: run the same "
+                  "command to resume it", file=sys.stderr)
+            return 130
+    elif action == "verify":
+        print(verify_dataset(args.name, args.root))
+    else:
+        print(describe_datasets())
+        print()
+        print(describe_downloads())
     return 0
 
 

@@ -81,6 +81,10 @@ class DataConfig:
     options: dict[str, Any] = field(default_factory=dict)
     #: training-split augmentation, e.g. ``[hflip]`` (see :mod:`snngen.data.augment`)
     augment: list[str] = field(default_factory=list)
+    #: fetch the published files when the dataset is missing (``snngen datasets download``)
+    download: bool = False
+    #: check the files against the published sizes/checksums/counts (once; cached in the root)
+    verify: bool = True
 
     def __post_init__(self) -> None:
         if not self.name.strip():

@@ -108,19 +108,22 @@ def progress_bar(
     initial: int = 0,
     enabled: bool = True,
     leave: bool = False,
+    unit_scale: bool = False,
 ) -> tqdm:
     """Return the snngen progress bar of one phase (a tqdm bar; ``enabled=False``: silent).
 
     ``desc``: the phase (``train``, ``sample``, ``features (...)``), the bar's first word;
     ``total``: its length in ``unit`` (None when unknown: no percentage nor time left);
-    ``initial``: units already done (a resumed run); ``leave``: keep the finished bar on screen.
+    ``initial``: units already done (a resumed run); ``leave``: keep the finished bar on screen;
+    ``unit_scale``: counts and rate with SI prefixes (``76.7M/170M``, ``7.6MB/s``; downloads).
     Format: tqdm's default, ``desc: 40%|████      | 280/700 [00:28<00:42, 9.9step/s, loss=0.04]``
     (elapsed < time left). Written to stderr, as tqdm does by default.
     """
     from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc, total=total, initial=initial, unit=unit, leave=leave,
-                disable=not enabled, dynamic_ncols=True, smoothing=BAR_SMOOTHING)
+                disable=not enabled, dynamic_ncols=True, smoothing=BAR_SMOOTHING,
+                unit_scale=unit_scale)
 
 
 # ----------------------------------------------------------------------------- lines

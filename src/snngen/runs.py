@@ -39,12 +39,19 @@ def new_run_dir(cfg: RunConfig) -> Path:
 
 
 def open_datasets(cfg: RunConfig) -> tuple[Dataset, Dataset]:
-    """Return the (train, test) datasets of a run config."""
-    from snngen.data import get_dataset
+    """Return the (train, test) datasets of a run config.
+
+    ``data.download``: missing files are fetched first; ``data.verify``: the files are then
+    checked against the published table (hashed once, cached in the data root).
+    """
+    from snngen.data import get_dataset, verify_dataset
 
     d = cfg.data
-    train = get_dataset(d.name, root=d.root, split="train", image_size=d.image_size, **d.options)
+    train = get_dataset(d.name, root=d.root, split="train", image_size=d.image_size,
+                        download=d.download, **d.options)
     test = get_dataset(d.name, root=d.root, split="test", image_size=d.image_size, **d.options)
+    if d.verify:
+        verify_dataset(d.name, d.root)
     return train, test
 
 

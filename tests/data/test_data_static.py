@@ -170,7 +170,8 @@ def test_idx_missing_names_files_and_folders(tmp_path):
     msg = str(err.value)
     assert "fashion_mnist" in msg and "t10k-images-idx3-ubyte" in msg
     assert "t10k-labels-idx1-ubyte" in msg and str(tmp_path / "fashion_mnist") in msg
-    assert "downloaded" in msg and "\n" not in msg
+    assert f"snngen datasets download fashion_mnist --root {tmp_path}'" in msg  # the way out
+    assert "data.download: true" in msg and "\n" not in msg
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -247,6 +248,35 @@ def test_cifar_from_archive(tmp_path):
     assert len(test) == 3 and test[0][1] == labels[0]
     assert torch.allclose(test[0][0] * 255, torch.from_numpy(data[0].reshape(3, 32, 32)).float(),
                           atol=1e-4)
+
+
+def test_cifar100_fine_labels_from_folder_and_archive(tmp_path):
+    """CIFAR-100's python batches ("train", "test") as its site describes them: the same 3072
+    bytes per row, labels in "fine_labels" (0-99) beside "coarse_labels" (0-19)."""
+    rng = np.random.default_rng(3)
+    src = tmp_path / "src" / "cifar-100-python"
+    src.mkdir(parents=True)
+    ref = {}
+    for name, n in (("train", 5), ("test", 4)):
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        fine = rng.integers(20, 100, size=n).tolist()  # >= 20: never a coarse label
+        (src / name).write_bytes(pickle.dumps(
+            {b"filenames": [b"f"] * n, b"batch_label": b"x", b"fine_labels": fine,
+             b"coarse_labels": [f // 5 for f in fine], b"data": data}, protocol=2))
+        ref[name] = (data, fine)
+    for root in (tmp_path / "src", tmp_path / "tar"):
+        if root.name == "tar":
+            root.mkdir()
+            with tarfile.open(root / "cifar-100-python.tar.gz", "w:gz") as tar:
+                tar.add(src, arcname="cifar-100-python")
+        test = get_dataset("cifar100", root=root, split="test")
+        data, fine = ref["test"]
+        assert len(test) == 4 and [test[i][1] for i in range(4)] == fine
+        assert torch.allclose(test[3][0] * 255,
+                              torch.from_numpy(data[3].reshape(3, 32, 32)).float(), atol=1e-4)
+        assert len(get_dataset("cifar100", root=root, split="train")) == 5
+    with pytest.raises(DataError, match="cifar-100-python"):
+        get_dataset("cifar100", root=tmp_path / "none")
 
 
 def test_cifar_missing_and_corrupt(tmp_path):

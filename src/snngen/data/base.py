@@ -32,6 +32,14 @@ class DataError(SnngenError):
     """
 
 
+class MissingDataError(DataError):
+    """A dataset's files are absent (not corrupt): ``snngen datasets download`` can add them.
+
+    :func:`snngen.data.get_dataset` appends the download command to the message, or downloads
+    the files when asked to (``download=True``, a config's ``data.download: true``).
+    """
+
+
 def default_root() -> Path:
     """Return the data root used when none is given: ``$SNNGEN_DATA`` if set, else ``./data``."""
     env = os.environ.get(DATA_ENV)

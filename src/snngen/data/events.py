@@ -24,7 +24,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from snngen.data.base import DataError, check_split, natural_key, resolve_root, searched
+from snngen.data.base import (
+    DataError,
+    MissingDataError,
+    check_split,
+    natural_key,
+    resolve_root,
+    searched,
+)
 
 EVENT_DTYPE = np.dtype([("x", np.int32), ("y", np.int32), ("t", np.int64), ("p", np.int8)])
 OFF, ON = 0, 1  # frame channels
@@ -330,10 +337,10 @@ def load_nmnist(root=None, split: str = "train", image_size: int | None = None,
     subs = NMNIST_SPLIT_FOLDERS[check_split(split)]
     split_dir = next((f / s for f in folders for s in subs if (f / s).is_dir()), None)
     if split_dir is None:
-        raise DataError(
+        raise MissingDataError(
             f"dataset 'nmnist' ({split}): folder {subs[0]}/ with digit subfolders 0/ ... 9/ of "
             f"*.bin files not found in any of {searched(folders)}; unzip the original N-MNIST "
-            f"Train.zip and Test.zip into '{folders[0]}' (nothing is downloaded)")
+            f"Train.zip and Test.zip into '{folders[0]}'")
     files, labels = [], []
     for digit in range(10):
         d = split_dir / str(digit)
@@ -342,8 +349,8 @@ def load_nmnist(root=None, split: str = "train", image_size: int | None = None,
             files += [d / n for n in names]
             labels += [digit] * len(names)
     if not files:
-        raise DataError(f"dataset 'nmnist' ({split}): no *.bin files in digit subfolders 0/ ... 9/ "
-                        f"of '{split_dir}'")
+        raise MissingDataError(f"dataset 'nmnist' ({split}): no *.bin files in digit subfolders "
+                               f"0/ ... 9/ of '{split_dir}'")
     for f in files:  # sizes only (one stat each): an empty or cut file is refused up front
         _check_nmnist_size(f, f.stat().st_size)
     return EventFiles(files, labels, read_nmnist, NMNIST_SENSOR, time_bins, denoise_us,
@@ -366,10 +373,10 @@ def load_cifar10_dvs(root=None, split: str = "train", image_size: int | None = N
     folders = [base / f for f in CIFAR10_DVS_FOLDERS]
     folder = next((f for f in folders if any((f / c).is_dir() for c in CIFAR10_DVS_CLASSES)), None)
     if folder is None:
-        raise DataError(
+        raise MissingDataError(
             f"dataset 'cifar10_dvs': class folders {', '.join(CIFAR10_DVS_CLASSES[:3])}, ... "
             f"holding *.aedat files not found in any of {searched(folders)}; unzip the original "
-            f"archives into '{folders[0]}' (nothing is downloaded)")
+            f"archives into '{folders[0]}'")
     files, labels = [], []
     for label, cls in enumerate(CIFAR10_DVS_CLASSES):
         d = folder / cls

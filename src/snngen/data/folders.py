@@ -28,7 +28,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from snngen.data.base import DataError, check_split, natural_key, resolve_root, searched
+from snngen.data.base import (
+    DataError,
+    MissingDataError,
+    check_split,
+    natural_key,
+    resolve_root,
+    searched,
+)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 CELEBA_PARTITION = "list_eval_partition.txt"
@@ -173,10 +180,10 @@ def load_named_folder(name: str, root=None, split: str = "train", image_size: in
     folders = [base / sub for sub in FOLDER_NAMES[name]]
     folder = next((f for f in folders if f.is_dir() and list_images(str(f))), None)
     if folder is None:
-        raise DataError(
+        raise MissingDataError(
             f"dataset '{name}': no folder of images (*.jpg, *.png, ...) found at any of "
             f"{searched(folders)}; put the images (optionally in train/ and test/ subfolders) in "
-            f"'{folders[0]}' (nothing is downloaded)")
+            f"'{folders[0]}'")
     size = image_size or FOLDER_DEFAULTS[name][0]
     return load_imagefolder(name, folder, split, size, crop, labels=False)
 
@@ -219,10 +226,9 @@ def load_celeba(root=None, split: str = "train", image_size: int | None = None,
     folders = [base / "celeba", base]
     folder = next((f for f in folders if (f / CELEBA_IMAGES).is_dir()), None)
     if folder is None:
-        raise DataError(
+        raise MissingDataError(
             f"dataset 'celeba': folder {CELEBA_IMAGES}/ (the aligned *.jpg files) not found in "
-            f"any of {searched(folders)}; place it and {CELEBA_PARTITION} in '{folders[0]}' "
-            "(nothing is downloaded)")
+            f"any of {searched(folders)}; place it and {CELEBA_PARTITION} in '{folders[0]}'")
     files = _celeba_split_files(folder, folder / CELEBA_IMAGES, check_split(split, CELEBA_SPLITS))
     if not files:
         raise DataError(f"dataset 'celeba' ({split}): no images of this split in "

@@ -9,7 +9,17 @@ from dataclasses import dataclass
 from torch.utils.data import Dataset
 
 from snngen.data import events, folders, static
-from snngen.data.base import DATA_ENV, SPLITS, DataError, check_size, check_split
+from snngen.data.base import (
+    DATA_ENV,
+    SPLITS,
+    DataError,
+    MissingDataError,
+    check_size,
+    check_split,
+    resolve_root,
+)
+from snngen.data.download import download_dataset, download_hint
+from snngen.data.resources import Digests, check_placed, source_of
 from snngen.data.saccade import SaccadeEvents
 
 SACCADE_SUFFIX = "_saccade"
@@ -60,6 +70,9 @@ SPECS: dict[str, DatasetSpec] = {s.name: s for s in [
     DatasetSpec("cifar10", "image", "[3, 32, 32]",
                 "<root>/cifar-10-batches-py/{data_batch_1..5,test_batch} (or the .tar.gz)",
                 static.load_cifar10),
+    DatasetSpec("cifar100", "image", "[3, 32, 32]",
+                "<root>/cifar-100-python/{train,test} (or the .tar.gz); 100 fine labels",
+                static.load_cifar100),
     DatasetSpec("celeba", "image", "[3, 64, 64]",
                 "<root>/celeba/img_align_celeba/*.jpg + list_eval_partition.txt; crop 148",
                 folders.load_celeba),
@@ -96,7 +109,7 @@ def _saccade_base(name: str) -> str | None:
 
 
 def get_dataset(name: str, root=None, split: str = "train", image_size: int | None = None,
-                **options) -> Dataset:
+                *, download: bool = False, **options) -> Dataset:
     """Return one split of a dataset by name.
 
     Args:
@@ -105,6 +118,9 @@ def get_dataset(name: str, root=None, split: str = "train", image_size: int | No
             folder itself. ``mnist5k`` needs none.
         split: ``"train"`` or ``"test"`` (CelebA also ``"valid"``, its official partition 1).
         image_size: side of the returned images/frames (``None``: the dataset's default).
+        download: when the files are missing, fetch the published ones first
+            (:func:`snngen.data.download.download_dataset`; a config's ``data.download``).
+            Without it a missing dataset's error names the download command.
         **options: dataset options (see ``snngen datasets``), e.g. ``time_bins=4`` and
             ``denoise_us=10000`` for events, ``crop=148`` for folders, ``fit="resize"`` for
             28-pixel sets, ``saccade=True`` (static sets as events) with ``saccade_threshold``,
@@ -138,13 +154,51 @@ def get_dataset(name: str, root=None, split: str = "train", image_size: int | No
                         f"images as events) or the name '{name}{SACCADE_SUFFIX}'")
     own = {k: v for k, v in options.items() if k in spec.options()}
     try:
-        ds = spec.build(root=root, split=split, image_size=image_size, **own)
-    except TypeError as err:  # a bad option value the builder could not take
-        raise DataError(f"dataset {name!r}: bad options {own}: {err}") from None
+        ds = _build(spec, root, split, image_size, own)
+    except MissingDataError as err:
+        if not download or source_of(spec.name) is None:
+            hint = download_hint(spec.name, root)
+            raise MissingDataError(f"{err}; {hint}" if hint else str(err)) from None
+        download_dataset(spec.name, root)
+        ds = _build(spec, root, split, image_size, own)
     if saccade:
         kw = {SACCADE_OPTIONS[k]: v for k, v in options.items() if k in SACCADE_OPTIONS}
         ds = SaccadeEvents(ds, **kw)
     return ds
+
+
+def _build(spec: DatasetSpec, root, split: str, image_size: int | None, own: dict) -> Dataset:
+    try:
+        return spec.build(root=root, split=split, image_size=image_size, **own)
+    except TypeError as err:  # a bad option value the builder could not take
+        raise DataError(f"dataset {spec.name!r}: bad options {own}: {err}") from None
+
+
+def verify_dataset(name: str, root=None) -> str:
+    """Check dataset ``name``'s files under ``root`` against the published table (sizes,
+    md5/sha256, counts; digests cached by size + mtime in ``<root>/.snngen/verified.json``).
+
+    Returns a one-line report; raises :class:`DataError` (one line naming the first bad or
+    missing file) when a file differs from the published set. Sets without a table
+    (``mnist5k``, ``imagefolder``, LSUN) have nothing to check.
+    """
+    base = resolve_root(root)
+    source = source_of(name)
+    if source is None or source.check is None:
+        if name not in SPECS and _saccade_base(name) is None:
+            raise DataError(f"unknown dataset {name!r}; choose from {', '.join(list_datasets())}")
+        return f"{name}: no published checksums to check against"
+    digests = Digests(base)
+    problems = check_placed(name, base, digests)
+    if problems:
+        first = problems[0]
+        fix = (f"run 'snngen datasets download {source.name} --root {base}' to add it"
+               if first.missing else
+               f"delete it and run 'snngen datasets download {source.name} --root {base}'")
+        raise DataError(f"dataset '{name}': {first.text}; {fix}, or set data.verify: false to "
+                        "use the files as they are")
+    digests.save()
+    return f"{name}: the files in '{base}' match the published set (sizes, checksums, counts)"
 
 
 def describe_datasets() -> str:
@@ -162,7 +216,8 @@ def describe_datasets() -> str:
     lines += [
         "",
         f"<root>: data.root in a config or --root; default ${DATA_ENV}, else ./data. "
-        "Nothing is downloaded.",
+        "Nothing is downloaded unless asked (snngen datasets download NAME, data.download: "
+        "true); the first training on a set checks its files (data.verify).",
         "Images are float [C, H, W] in [0, 1]; events float [T, 2, H, W] counts "
         "(channel 0 OFF, 1 ON; T = time_bins, default 4).",
         "image_size resizes (as torchvision's Resize on PIL images; fit=pad pads 28 -> 32 "

@@ -1,5 +1,5 @@
 """Small static image sets held in memory: the bundled ``mnist5k``, MNIST / Fashion-MNIST from
-the official IDX files and CIFAR-10 from the official python pickle batches.
+the official IDX files and CIFAR-10 / CIFAR-100 from the official python pickle batches.
 
 Each loader decodes its files once per process (cached by path, size and modification time)
 and returns an :class:`~snngen.data.base.ArrayDataset`.
@@ -19,7 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from snngen.data.base import ArrayDataset, DataError, check_split, resolve_root, searched
+from snngen.data.base import (
+    ArrayDataset,
+    DataError,
+    MissingDataError,
+    check_split,
+    resolve_root,
+    searched,
+)
 
 # ----------------------------------------------------------------------------- mnist5k
 
@@ -164,10 +171,9 @@ def load_idx_dataset(name: str, root=None, split: str = "train", image_size: int
     names = IDX_FILES[check_split(split)]
     found = _find_idx(folders, names)
     if found is None:
-        raise DataError(
+        raise MissingDataError(
             f"dataset '{name}' ({split}): files {names[0]}[.gz] and {names[1]}[.gz] not found in "
-            f"any of {searched(folders)}; place the official IDX files in '{folders[0]}' "
-            "(nothing is downloaded)")
+            f"any of {searched(folders)}; place the official IDX files in '{folders[0]}'")
     images, labels = read_idx(found[0]), read_idx(found[1])
     if images.ndim != 3:
         raise DataError(f"'{found[0]}' holds an array of shape {images.shape}, not images "
@@ -182,11 +188,18 @@ def load_idx_dataset(name: str, root=None, split: str = "train", image_size: int
     return ArrayDataset(x, torch.from_numpy(labels.astype(np.int64)), image_size, fit, name=name)
 
 
-# ----------------------------------------------------------------------------- CIFAR-10
+# ----------------------------------------------------------------------------- CIFAR-10/100
 
 CIFAR_FOLDER = "cifar-10-batches-py"
 CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR_FILES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
+#: per set: (folder of the python batches, archive, files per split, label key, subfolder of root)
+CIFAR_LAYOUTS = {
+    "cifar10": (CIFAR_FOLDER, CIFAR_ARCHIVE, CIFAR_FILES, "labels", "cifar10"),
+    # CIFAR-100: one batch per split; "fine_labels" are the 100 classes (the 20 coarse ones unused)
+    "cifar100": ("cifar-100-python", "cifar-100-python.tar.gz",
+                 {"train": ("train",), "test": ("test",)}, "fine_labels", "cifar100"),
+}
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -204,20 +217,24 @@ class _ArrayUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
-def decode_cifar_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """Decode one CIFAR-10 python batch: ``(images uint8 [N, 3, 32, 32], labels int64 [N])``."""
+def decode_cifar_batch(data: bytes, where: str,
+                       labels: str = "labels") -> tuple[np.ndarray, np.ndarray]:
+    """Decode one CIFAR python batch: ``(images uint8 [N, 3, 32, 32], labels int64 [N])``.
+
+    ``labels``: the key of the labels (``"labels"`` in CIFAR-10, ``"fine_labels"`` in CIFAR-100).
+    """
     try:
         d = _ArrayUnpickler(io.BytesIO(data), encoding="bytes").load()
     except Exception as err:  # any unpickling failure means a corrupt or foreign file
-        raise DataError(f"'{where}' is not a CIFAR-10 python batch ({type(err).__name__}: "
+        raise DataError(f"'{where}' is not a CIFAR python batch ({type(err).__name__}: "
                         f"{err}); truncated or corrupt file") from None
     if not isinstance(d, dict):
-        raise DataError(f"'{where}' is not a CIFAR-10 python batch (no dict inside)")
+        raise DataError(f"'{where}' is not a CIFAR python batch (no dict inside)")
     d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
-    if "data" not in d or "labels" not in d:
-        raise DataError(f"'{where}' has no 'data'/'labels' entries; not a CIFAR-10 batch")
+    if "data" not in d or labels not in d:
+        raise DataError(f"'{where}' has no 'data'/'{labels}' entries; not a CIFAR batch")
     x = np.asarray(d["data"])
-    y = np.asarray(d["labels"], dtype=np.int64)
+    y = np.asarray(d[labels], dtype=np.int64)
     if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 or len(y) != len(x):
         raise DataError(f"'{where}': data {x.dtype} {x.shape} with {len(y)} labels is not "
                         "uint8 [N, 3072] with N labels; corrupt file")
@@ -225,51 +242,67 @@ def decode_cifar_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]
 
 
 @functools.lru_cache(maxsize=4)
-def _read_cifar(location: str, split: str, key: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_cifar(location: str, name: str, split: str,
+                key: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    folder, _, files, labels, _ = CIFAR_LAYOUTS[name]
     loc = Path(location)
-    names = CIFAR_FILES[split]
+    names = files[split]
     parts = []
     if loc.is_dir():
         for n in names:
-            parts.append(decode_cifar_batch(_read_bytes(loc / n), str(loc / n)))
+            parts.append(decode_cifar_batch(_read_bytes(loc / n), str(loc / n), labels))
     else:  # the official archive, read without extracting
         try:
             with tarfile.open(loc, "r:gz") as tar:
                 for n in names:
-                    member = tar.extractfile(f"{CIFAR_FOLDER}/{n}")
+                    member = tar.extractfile(f"{folder}/{n}")
                     if member is None:
                         raise KeyError(n)
-                    parts.append(decode_cifar_batch(member.read(), f"{loc}:{n}"))
+                    parts.append(decode_cifar_batch(member.read(), f"{loc}:{n}", labels))
         except (OSError, EOFError, KeyError, tarfile.TarError, zlib.error) as err:
             raise DataError(f"cannot read '{loc}' ({type(err).__name__}: {err}); the archive is "
-                            f"truncated or corrupt or lacks {CIFAR_FOLDER}/{{{','.join(names)}}}"
+                            f"truncated or corrupt or lacks {folder}/{{{','.join(names)}}}"
                             ) from None
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
-def load_cifar10(root=None, split: str = "train", image_size: int | None = None) -> ArrayDataset:
-    """CIFAR-10 from the official python batches (``data_batch_1..5``, ``test_batch``).
+def load_cifar(name: str, root=None, split: str = "train",
+               image_size: int | None = None) -> ArrayDataset:
+    """CIFAR-10 or CIFAR-100 (``name``) from the official python batches.
 
-    Searched: ``<root>/cifar-10-batches-py/``, ``<root>/cifar10/cifar-10-batches-py/``, then the
-    archive ``cifar-10-python.tar.gz`` in ``<root>`` or ``<root>/cifar10``. Items
-    ``(x [3, S, S] in [0, 1], label)``, ``S`` 32 or ``image_size`` (PIL bilinear resize).
+    CIFAR-10: ``data_batch_1..5`` and ``test_batch`` searched in ``<root>/cifar-10-batches-py/``,
+    ``<root>/cifar10/cifar-10-batches-py/``, then the archive ``cifar-10-python.tar.gz`` in
+    ``<root>`` or ``<root>/cifar10``. CIFAR-100: ``train`` and ``test`` in
+    ``cifar-100-python/`` (or ``cifar-100-python.tar.gz``), labels the 100 fine classes.
+    Items ``(x [3, S, S] in [0, 1], label)``, ``S`` 32 or ``image_size`` (PIL bilinear resize).
     """
+    folder, archive, files, _, sub = CIFAR_LAYOUTS[name]
     base = resolve_root(root)
-    names = CIFAR_FILES[check_split(split)]
-    folders = [base / CIFAR_FOLDER, base / "cifar10" / CIFAR_FOLDER]
-    archives = [base / CIFAR_ARCHIVE, base / "cifar10" / CIFAR_ARCHIVE]
+    names = files[check_split(split)]
+    folders = [base / folder, base / sub / folder]
+    archives = [base / archive, base / sub / archive]
     location = next((f for f in folders if all((f / n).is_file() for n in names)), None)
     if location is None:
         location = next((a for a in archives if a.is_file()), None)
     if location is None:
-        raise DataError(
-            f"dataset 'cifar10' ({split}): files {', '.join(names)} not found in any of "
-            f"{searched(folders)}, nor the archive {CIFAR_ARCHIVE} in "
+        raise MissingDataError(
+            f"dataset '{name}' ({split}): files {', '.join(names)} not found in any of "
+            f"{searched(folders)}, nor the archive {archive} in "
             f"{searched(a.parent for a in archives)}; "
-            f"place the official python batches in '{folders[0]}' (nothing is downloaded)")
-    files = [location / n for n in names] if location.is_dir() else [location]
-    key = tuple((f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-    x, y = _read_cifar(str(location), split, key)
-    return ArrayDataset(x, y, image_size, fit="resize", name="cifar10")
+            f"place the official python batches in '{folders[0]}'")
+    paths = [location / n for n in names] if location.is_dir() else [location]
+    key = tuple((f.stat().st_size, f.stat().st_mtime_ns) for f in paths)
+    x, y = _read_cifar(str(location), name, split, key)
+    return ArrayDataset(x, y, image_size, fit="resize", name=name)
+
+
+def load_cifar10(root=None, split: str = "train", image_size: int | None = None) -> ArrayDataset:
+    """CIFAR-10 (see :func:`load_cifar`)."""
+    return load_cifar("cifar10", root, split, image_size)
+
+
+def load_cifar100(root=None, split: str = "train", image_size: int | None = None) -> ArrayDataset:
+    """CIFAR-100, 100 fine classes (see :func:`load_cifar`)."""
+    return load_cifar("cifar100", root, split, image_size)

@@ -212,6 +212,28 @@ def test_lr_of_each_step_follows_the_closed_form(tmp_path, tiny_data, monkeypatc
     assert seen == pytest.approx(want, rel=1e-12, abs=1e-15)
 
 
+def test_trainer_ema_is_the_running_mean_of_its_steps(tmp_path, tiny_data, monkeypatch):
+    # power 1, inv_gamma 1: the trainer's EMA after n steps is the mean of the weights after
+    # steps 1..n (update k = optimiser step k; the initial weights get factor d_1 = 0)
+    ds, info = tiny_data
+    after: list[torch.Tensor] = []
+    step = LitGenerative.training_step
+
+    def spy(self, batch, batch_idx):
+        out = step(self, batch, batch_idx)
+        after.append(self.model.dec.weight.detach().double().clone())
+        return out
+
+    monkeypatch.setattr(LitGenerative, "training_step", spy)
+    cfg = _cfg(7, schedule="constant", warmup_steps=0)
+    cfg.trainer.ema_decay, cfg.trainer.ema_power = 0.9999, 1.0
+    lit = fit(cfg, tmp_path / "r", ds, info)
+    assert len(after) == 7 and int(lit.ema.num_updates) == 7
+    # 7 float32 lerps: rounding ~1e-7 on weights of size ~0.3; a step off by one moves ~5e-3
+    torch.testing.assert_close(lit.ema.model.dec.weight.double(), torch.stack(after).mean(0),
+                               rtol=0, atol=1e-6)
+
+
 def test_resume_refuses_another_optimiser_layout(tmp_path, tiny_data):
     ds, info = tiny_data
     lit = fit(_cfg(3), tmp_path / "r", ds, info)

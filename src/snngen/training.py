@@ -150,9 +150,12 @@ class EMA(nn.Module):
         return min(self.decay, 1.0 - (1.0 + t / self.inv_gamma) ** -self.power)
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.num_updates += 1
-        weight = 1.0 - self.decay_at(int(self.num_updates))
+    def update(self, model: nn.Module, k: int | None = None) -> None:
+        """Update ``k`` (default: ``num_updates + 1``; the trainer passes its step count, so no
+        GPU-to-CPU read of the count happens per step) towards ``model``'s weights."""
+        k = int(self.num_updates) + 1 if k is None else k
+        self.num_updates.fill_(k)
+        weight = 1.0 - self.decay_at(k)
         for e, p in zip(self.model.parameters(), model.parameters(), strict=True):
             e.lerp_(p.detach(), weight)
         for e, b in zip(self.model.buffers(), model.buffers(), strict=True):
@@ -278,7 +281,7 @@ class LitGenerative(L.LightningModule):
                 sched.step()  # manual optimisation: Lightning steps none
             self.log("train/lr", opts[0].param_groups[0]["lr"], batch_size=1)
         if self.ema is not None:
-            self.ema.update(self.model)
+            self.ema.update(self.model, self.batches_seen + 1)  # update k = optimiser step k
         self.batches_seen += 1
         self._count_cpu()  # before the callbacks look at the budget
         bs = x.shape[1] if x.dim() == 5 else x.shape[0]

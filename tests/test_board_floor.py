@@ -129,5 +129,5 @@ def test_rows_get_their_configs_size_and_the_table_shows_the_floor(tmp_path, mon
     assert "| FID ↓ | output px | resolution floor FID |" in table
     assert "| FSVAE | yes | 180.0 | 32 | 320.0 |" in table
     assert "| SDDPM | yes | 300.0 | 16 | 160.0 |" in table
-    assert "one common scoring resolution" in table
+    assert "One common scoring resolution" in table
     json.dumps(rows)  # the filled rows still write as JSON

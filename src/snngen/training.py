@@ -394,11 +394,12 @@ def has_schedule(cfg: RunConfig) -> bool:
 def lr_factor(step: int, *, schedule: str, warmup: int, horizon: int, floor: float) -> float:
     """lr of optimiser step ``step`` (0-based: the ``step + 1``-th update) over the base lr.
 
-    Warm-up (nanoGPT's ``get_lr`` with the first step at lr / warmup, not 0): ``(step + 1) /
-    warmup`` for ``step < warmup``. Then ``constant``: 1; ``cosine``: ``floor + (1 - floor) *
-    (1 + cos(pi * p)) / 2`` with ``p = (step - warmup) / (horizon - warmup)`` clipped to
-    [0, 1] (nanoGPT with ``lr_decay_iters = horizon``): 1 at the end of the warm-up, ``floor``
-    (``min_lr / lr``) from step ``horizon`` on, so the run's last step is just above it."""
+    Warm-up: ``(step + 1) / warmup`` for ``step < warmup`` (no step at lr 0, and the last
+    warm-up step at lr; nanoGPT's ``train.py get_lr`` uses ``(it + 1) / (warmup_iters + 1)``).
+    Then ``constant``: 1; ``cosine``: ``floor + (1 - floor) * (1 + cos(pi * p)) / 2`` with
+    ``p = (step - warmup) / (horizon - warmup)`` clipped to [0, 1] (nanoGPT's cosine with
+    ``lr_decay_iters = horizon``): 1 at the end of the warm-up, ``floor`` (``min_lr / lr``)
+    from step ``horizon`` on, so the run's last step is just above it."""
     if step < warmup:
         return (step + 1) / warmup
     if schedule == "constant":

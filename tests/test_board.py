@@ -256,6 +256,8 @@ def test_a_row_reads_each_checkpoint_once(tmp_path, monkeypatch):
     monkeypatch.setattr(board_measure, "draw", lambda model, n, *a: (torch.zeros(n, 1, 4, 4), 1))
     monkeypatch.setattr(board_measure, "fid_only", lambda *a: 2.0)
     monkeypatch.setattr(board_measure, "sample_cost", lambda *a: {})
+    monkeypatch.setattr(board_measure, "row_floor", lambda board_, cfg, size, ready: {
+        "output_px": size, "resolution_floor_fid": 1.0 if ready.record["name"] == "curve" else 0})
     monkeypatch.setattr(measure, "measure", lambda *a, **k: {
         m: score for m in ("fid", "kid", "precision", "recall")})
     rec = board_measure.measure_row(board, "sdm")
@@ -266,3 +268,5 @@ def test_a_row_reads_each_checkpoint_once(tmp_path, monkeypatch):
     assert rec["curve"] == [{"cpu_minutes": 4.1, "fid": 2.0}, {"cpu_minutes": 4.4, "fid": 2.0},
                             {"cpu_minutes": 5.0, "fid": 2.0}]
     assert json.loads(board.row_file("sdm").read_text())["training"] == rec["training"]
+    # the floor at the samples' size (4 px here), on the board's FID measurement
+    assert (rec["output_px"], rec["resolution_floor_fid"]) == (4, 1.0)

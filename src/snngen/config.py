@@ -108,6 +108,17 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.0
     lr_reference_batch: int | None = None  # if set, lr is scaled by batch_size * devices / this
+    #: lr over the optimiser steps (:func:`snngen.training.lr_factor`): ``constant``, or
+    #: ``cosine`` from lr down to ``min_lr`` over the run's step horizon (trainer.max_steps,
+    #: else max_epochs in steps); both after ``warmup_steps`` of linear warm-up
+    schedule: Literal["constant", "cosine"] = "constant"
+    #: linear warm-up: step s (0-based) of the first ``warmup_steps`` uses lr * (s + 1) / warmup
+    warmup_steps: int = 0
+    #: the cosine schedule's floor, in the units of ``lr`` (each group gets min_lr / lr of its lr)
+    min_lr: float = 0.0
+    #: nanoGPT's no-decay groups: parameters with fewer than 2 dimensions (biases, norm
+    #: weights) and nn.Embedding weights get weight_decay 0 (false: every parameter decays)
+    no_decay_bias_norm: bool = False
 
     def __post_init__(self) -> None:
         _positive(self, "lr")
@@ -115,6 +126,10 @@ class OptimConfig:
             raise ValueError(f"betas: must be two numbers in [0, 1), got {self.betas!r}")
         _at_least(self, "weight_decay", 0)
         _at_least(self, "lr_reference_batch", 1, optional=True)
+        _at_least(self, "warmup_steps", 0)
+        _at_least(self, "min_lr", 0)
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr: must be <= lr ({self.lr:g}), got {self.min_lr!r}")
 
 
 @dataclass
@@ -137,7 +152,14 @@ class TrainerConfig:
     ckpt_every_n_steps: int = 200
     log_every_n_steps: int = 10
     grad_clip: float | None = None
+    #: decay of the EMA copy of the weights (null: no EMA); sampling and evaluation use the copy
     ema_decay: float | None = None
+    #: ramp the EMA decay up with the step count, capped at ema_decay (diffusers' EMAModel
+    #: use_ema_warmup: 1 - (1 + t / ema_inv_gamma) ** -ema_power, 0 at the first update;
+    #: :meth:`snngen.training.EMA.decay_at`); false: ema_decay from the first step
+    ema_warmup: bool = False
+    ema_inv_gamma: float = 1.0
+    ema_power: float = 2 / 3
     progress_bar: bool = True
     grids_every_epoch: bool = True
     # recompute each block's activations in the backward pass instead of keeping them (less
@@ -179,6 +201,11 @@ class TrainerConfig:
         _positive(self, "grad_clip", optional=True)
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay: must be in (0, 1) or null, got {self.ema_decay!r}")
+        if self.ema_warmup and self.ema_decay is None:
+            raise ValueError("ema_warmup: needs trainer.ema_decay (the decay it ramps up to), "
+                             "e.g. 0.999")
+        _positive(self, "ema_inv_gamma")
+        _positive(self, "ema_power")
 
 
 def device_list(text: str) -> list[int]:
@@ -253,6 +280,14 @@ class RunConfig:
             from snngen.metrics.protocols import PROTOCOLS
 
             self.eval.features = PROTOCOLS[self.eval.protocol].features_for(self.data.name)
+        if self.optim.schedule == "cosine" and (
+            self.trainer.max_steps is None and self.trainer.max_epochs is None
+        ):
+            raise ValueError(
+                "optim.schedule: cosine decays over a known number of steps; a "
+                "trainer.max_cpu_minutes budget alone has none: set trainer.max_steps (or "
+                "max_epochs), or use optim.schedule: constant"
+            )
         if not self.out_dir.strip() or "\0" in self.out_dir:
             raise ValueError(f"out_dir: must be a folder path, got {self.out_dir!r}")
         if self.name is not None and (
@@ -357,7 +392,7 @@ def build_dataclass(cls: type, data: Any, where: str = "") -> Any:
         key = msg.split(":", 1)[0]
         if where and key in names:
             raise ConfigError(f"{where}.{msg}") from None
-        if key in names:
+        if key in names or key.split(".", 1)[0] in names:  # a key, or "optim.schedule: ..."
             raise ConfigError(msg) from None
         raise ConfigError(f"{where or 'config'}: {msg}") from None
 

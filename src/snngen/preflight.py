@@ -37,6 +37,8 @@ from snngen.models import DataInfo, GenerativeModel
 from snngen.training import (
     UNLIMITED_STEPS,
     _expected_world_size,
+    has_schedule,
+    param_groups,
     seed_run,
     steps_per_epoch,
     total_steps,
@@ -303,7 +305,28 @@ def check_resume_target(
         ckpt.get("loops"), dict
     ):
         raise SnngenError(f"cannot resume {run_dir}: {ckpt_file} has no optimiser state")
+    check_optimiser_layout(run_dir, ckpt, cfg, model)
     return meta
+
+
+def check_optimiser_layout(run_dir: Path, ckpt: dict, cfg: RunConfig,
+                           model: GenerativeModel) -> None:
+    """Refuse a resume whose config makes other param groups or lr schedulers than the
+    checkpoint holds (``optim.no_decay_bias_norm``, ``schedule`` or ``warmup_steps`` changed):
+    Lightning would fail mid-restore, or silently restart the schedule."""
+    groups = param_groups(cfg, model)
+    want = [len(g) if g and isinstance(g[0], dict) else 1 for g in groups.values()]
+    have = [len(s.get("param_groups", [])) if isinstance(s, dict) else 0
+            for s in ckpt["optimizer_states"]]
+    scheds = len(groups) if has_schedule(cfg) else 0
+    saved = ckpt.get("lr_schedulers")
+    saved = len(saved) if isinstance(saved, list) else 0
+    if have != want or saved != scheds:
+        raise SnngenError(
+            f"cannot resume {run_dir}: its checkpoint's optimisers have {have} param groups and "
+            f"{saved} lr schedulers, the config's optim section makes {want} and {scheds}; keep "
+            "optim.no_decay_bias_norm, schedule and warmup_steps as the run began"
+        )
 
 
 def check_evaluation(

@@ -141,21 +141,52 @@ def batch_to_input(batch) -> Tensor:
 
 
 class EMA(nn.Module):
-    """Exponential moving average of a model's parameters (buffers copied as they are)."""
+    """Exponential moving average of a model's parameters (buffers copied as they are).
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
+    Update ``k`` (1-based, counted in the ``num_updates`` buffer, so it is in every checkpoint
+    and resumes exactly) sets ``ema = d_k * ema + (1 - d_k) * weights`` with ``d_k`` =
+    :meth:`decay_at` of ``k``: ``decay`` at every step, or with ``warmup`` the ramp of diffusers'
+    ``EMAModel`` (``use_ema_warmup``, ``inv_gamma``, ``power``), capped at ``decay``.
+    """
+
+    def __init__(self, model: nn.Module, decay: float, warmup: bool = False,
+                 inv_gamma: float = 1.0, power: float = 2 / 3) -> None:
         super().__init__()
         if not 0.0 < decay < 1.0:
             raise SnngenError(f"trainer.ema_decay must be in (0, 1), got {decay}")
-        self.decay = decay
+        self.decay, self.warmup = decay, warmup
+        self.inv_gamma, self.power = inv_gamma, power
         self.model = copy.deepcopy(model).requires_grad_(False).eval()
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.int64))
+
+    def decay_at(self, k: int) -> float:
+        """The decay of update ``k`` (1-based). With warm-up, diffusers' ``EMAModel.get_decay``
+        (src/diffusers/training_utils.py; ``step`` is incremented before the call, and
+        ``update_after_step`` is 0): ``t = k - 1``; ``0`` at ``t = 0`` (the first update copies
+        the weights), else ``min(decay, 1 - (1 + t / inv_gamma) ** -power)``."""
+        if not self.warmup:
+            return self.decay
+        t = k - 1
+        if t <= 0:
+            return 0.0
+        return min(self.decay, 1.0 - (1.0 + t / self.inv_gamma) ** -self.power)
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, k: int | None = None) -> None:
+        """Update ``k`` (default: ``num_updates + 1``; the trainer passes its step count, so no
+        GPU-to-CPU read of the count happens per step) towards ``model``'s weights."""
+        k = int(self.num_updates) + 1 if k is None else k
+        self.num_updates.fill_(k)
+        weight = 1.0 - self.decay_at(k)
         for e, p in zip(self.model.parameters(), model.parameters(), strict=True):
-            e.lerp_(p.detach(), 1.0 - self.decay)
+            e.lerp_(p.detach(), weight)
         for e, b in zip(self.model.buffers(), model.buffers(), strict=True):
             e.copy_(b)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # checkpoints written before the count existed had no warm-up: the count is unused
+        state_dict.setdefault(prefix + "num_updates", self.num_updates.clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def switch_on_checkpointing(model: nn.Module, name: str) -> None:
@@ -182,7 +213,9 @@ class LitGenerative(L.LightningModule):
         self.model = model
         if cfg.trainer.checkpoint_activations:
             switch_on_checkpointing(self.model, cfg.model.name)
-        self.ema = EMA(self.model, cfg.trainer.ema_decay) if cfg.trainer.ema_decay else None
+        t = cfg.trainer
+        self.ema = EMA(self.model, t.ema_decay, t.ema_warmup, t.ema_inv_gamma,
+                       t.ema_power) if t.ema_decay else None
         self.batches_seen = 0
         self.max_batches = 0  # set by fit()
         self.steps_per_epoch = 1  # set by fit(): the ``epoch`` column of metrics.csv
@@ -200,12 +233,19 @@ class LitGenerative(L.LightningModule):
 
     # -- optimisers
     def configure_optimizers(self):
-        groups = self.model.optimizer_groups()
+        """One optimiser per entry of ``model.optimizer_groups()`` (with ``optim.
+        no_decay_bias_norm``, each split by :func:`no_decay_groups`), and, when ``optim`` asks
+        for a warm-up or a cosine, one :func:`make_scheduler` per optimiser: Lightning keeps
+        their states in every checkpoint; :meth:`training_step` steps them."""
+        groups = param_groups(self.cfg, self.model)
         overrides = self.model.optimizer_overrides()
         self._group_names = list(groups)
-        return [
+        opts = [
             make_optimizer(self.cfg, groups[k], overrides.get(k, {}), self._world()) for k in groups
         ]
+        if not has_schedule(self.cfg):
+            return opts
+        return opts, [make_scheduler(self.cfg, opt, self.max_batches) for opt in opts]
 
     def _world(self) -> int:
         return self.trainer.world_size if self._trainer is not None else 1
@@ -276,8 +316,13 @@ class LitGenerative(L.LightningModule):
             if self.cfg.trainer.grad_clip:
                 self.clip_gradients(opt, self.cfg.trainer.grad_clip, "norm")
             opt.step()
+        if has_schedule(self.cfg):
+            scheds = self.lr_schedulers()
+            for sched in scheds if isinstance(scheds, list) else [scheds]:
+                sched.step()  # manual optimisation: Lightning steps none
+            self.log("train/lr", opts[0].param_groups[0]["lr"], batch_size=1)
         if self.ema is not None:
-            self.ema.update(self.model)
+            self.ema.update(self.model, self.batches_seen + 1)  # update k = optimiser step k
         self.batches_seen += 1
         self._count_cpu()  # before the callbacks look at the budget
         bs = x.shape[1] if x.dim() == 5 else x.shape[0]
@@ -354,6 +399,74 @@ def make_optimizer(cfg: RunConfig, params, override: dict, world: int) -> torch.
             params, lr=lr, momentum=o["betas"][0], weight_decay=o["weight_decay"]
         )
     raise SnngenError(f"optim.name: unknown optimiser {o['name']!r}; expected adam, adamw or sgd")
+
+
+def no_decay_groups(params: list, module: nn.Module) -> list[dict]:
+    """Split an optimiser's parameters (a list of tensors, or of param-group dicts) as
+    nanoGPT's ``configure_optimizers``: a tensor with fewer than 2 dimensions (biases, norm
+    weights, neuron constants) or the weight of an ``nn.Embedding`` of ``module`` (minGPT's
+    rule; nanoGPT decays embeddings) gets ``weight_decay`` 0; the rest keep their group's decay.
+    Each group gives its decay group, then its no-decay group (an empty one is left out)."""
+    embeddings = {id(m.weight) for m in module.modules() if isinstance(m, nn.Embedding)}
+
+    def decays(p: Tensor) -> bool:
+        return p.dim() >= 2 and id(p) not in embeddings
+
+    groups = params if params and isinstance(params[0], dict) else [{"params": list(params)}]
+    out = []
+    for g in groups:
+        keep = [p for p in g["params"] if decays(p)]
+        free = [p for p in g["params"] if not decays(p)]
+        out += [{**g, "params": keep}] if keep else []
+        out += [{**g, "params": free, "weight_decay": 0.0}] if free else []
+    return out
+
+
+def param_groups(cfg: RunConfig, model: GenerativeModel) -> dict[str, list]:
+    """``model.optimizer_groups()``, each split by :func:`no_decay_groups` with
+    ``optim.no_decay_bias_norm``: what each optimiser is made over."""
+    groups = model.optimizer_groups()
+    if cfg.optim.no_decay_bias_norm:
+        groups = {k: no_decay_groups(v, model) for k, v in groups.items()}
+    return groups
+
+
+def has_schedule(cfg: RunConfig) -> bool:
+    """Whether ``cfg.optim`` changes lr over the steps (a warm-up or a cosine)."""
+    return cfg.optim.schedule != "constant" or cfg.optim.warmup_steps > 0
+
+
+def lr_factor(step: int, *, schedule: str, warmup: int, horizon: int, floor: float) -> float:
+    """lr of optimiser step ``step`` (0-based: the ``step + 1``-th update) over the base lr.
+
+    Warm-up: ``(step + 1) / warmup`` for ``step < warmup`` (no step at lr 0, and the last
+    warm-up step at lr; nanoGPT's ``train.py get_lr`` uses ``(it + 1) / (warmup_iters + 1)``).
+    Then ``constant``: 1; ``cosine``: ``floor + (1 - floor) * (1 + cos(pi * p)) / 2`` with
+    ``p = (step - warmup) / (horizon - warmup)`` clipped to [0, 1] (nanoGPT's cosine with
+    ``lr_decay_iters = horizon``): 1 at the end of the warm-up, ``floor`` (``min_lr / lr``)
+    from step ``horizon`` on, so the run's last step is just above it."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    p = min(1.0, (step - warmup) / max(1, horizon - warmup))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+def make_scheduler(cfg: RunConfig, opt: torch.optim.Optimizer, horizon: int):
+    """A ``LambdaLR`` of :func:`lr_factor` on every param group of ``opt`` (``horizon``: the
+    run's step budget, :func:`total_steps`). Its state (``last_epoch`` = steps taken) is in
+    every checkpoint; the schedule itself comes from the config."""
+    o = cfg.optim
+    if o.schedule == "cosine" and horizon >= UNLIMITED_STEPS:
+        raise SnngenError("optim.schedule: cosine needs trainer.max_steps or max_epochs")
+    floor = o.min_lr / o.lr
+
+    def factor(step: int) -> float:
+        return lr_factor(step, schedule=o.schedule, warmup=o.warmup_steps, horizon=horizon,
+                         floor=floor)
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 def get_rng_state() -> dict:

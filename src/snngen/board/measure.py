@@ -9,7 +9,9 @@ writes ``BOARD/rows/<row>.json`` and the row's first 8 samples ``BOARD/rows/<row
 2. ``n_samples`` samples (seed ``settings.seed``), their sampling CPU time per sample, FID, KID
    (mean and std over subsets) and precision/recall on the classifier features against the
    training images (protocol ``leaderboard``), Inception FID of the first ``inception_n``;
-3. reconstruction MSE of the 500 test images where the model reconstructs;
+3. the row's output size and resolution floor (:mod:`snngen.board.floor`: the FID of the real
+   test images at that size, measured once per size in ``BOARD/floors/``);
+   reconstruction MSE of the 500 test images where the model reconstructs;
 4. SOPs, MACs, energy and firing rate per sample, counted on drawing 8 samples;
 5. classifier FID of ``curve_n`` samples at each CPU-budget snapshot of the row's last stage.
 """
@@ -27,7 +29,9 @@ import numpy as np
 import torch
 
 from snngen.board.entries import CONVERSION_TIMESTEPS, SNAPSHOTS, Entry, Stage, entry
+from snngen.board.floor import FLOORS_DIR, cached_floor, floor_source
 from snngen.board.settings import INCEPTION_PROTOCOL, PROTOCOL, Board, BoardSettings
+from snngen.metrics.protocols import DataSource
 from snngen.training import snapshot_name
 
 #: calibration images (training split) of the ANN-to-SNN conversion
@@ -184,6 +188,15 @@ def curve(board: Board, e: Entry, ready, options: dict, final_fid: float,
     return points
 
 
+def row_floor(board: Board, cfg, size: int, ready) -> dict[str, Any]:
+    """The resolution floor of a row whose run's config is ``cfg`` and whose samples are
+    ``size`` px (cached in ``BOARD/floors/``; ``ready``: a prepared FID measurement of the
+    board's protocol)."""
+    source = floor_source(DataSource.of(cfg.data), size)
+    return cached_floor(board.root / FLOORS_DIR, source, ready=ready,
+                        seed=board.settings.seed, batch_size=board.settings.batch_size)
+
+
 def measure_row(board: Board, row: str) -> dict[str, Any]:
     """Measure row ``row`` of ``board``; writes and returns its record."""
     from snngen.evaluation import reconstruction_mse
@@ -223,6 +236,9 @@ def measure_row(board: Board, row: str) -> dict[str, Any]:
     if "inception" in ready:
         rec["inception_fid"] = fid_only(ready["inception"], x[: settings.inception_n], settings)
         rec["inception_protocol"] = ready["inception"].record
+    floor = row_floor(board, run.cfg, int(x.shape[-1]), ready["curve"])
+    rec["output_px"], rec["resolution_floor_fid"] = floor["output_px"], floor[
+        "resolution_floor_fid"]
     if model.can_reconstruct:
         _, test = open_datasets(run.cfg)
         rec["mse"] = reconstruction_mse(model, test, RECON_IMAGES, settings.batch_size)["value"]

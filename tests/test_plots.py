@@ -100,13 +100,16 @@ def test_raster_is_what_a_hook_on_that_layer_sees(spec):
     act = record_activity(model, call, layers=[names[0], layer])
     hook.remove()
     first = hook.outs[0]  # [T, B, ...], the layer's first call
+    tr = act.traces[layer]
     want = first[:, 0].reshape(first.shape[0], -1)
-    assert torch.equal(act.traces[layer].spikes, want)
+    assert tr.n_neurons == want.shape[1] and tr.sample_rate == pytest.approx(float(want.mean()))
+    assert torch.equal(tr.spikes, want[:, tr.neurons])
     other = act.traces[names[0]].spikes  # another layer's raster is not this one's
-    assert other.shape != want.shape or not torch.equal(other, want)
+    assert other.shape != tr.spikes.shape or not torch.equal(other, tr.spikes)
     # the membrane (charge before reset / threshold) crosses 1 exactly where the layer spiked
-    mem = act.traces[layer].membrane  # [T, B, N]
-    assert torch.equal((mem >= 1).float(), first.reshape(mem.shape).float())
+    mem = tr.membrane  # [T, B, M]
+    flat = first.reshape(first.shape[0], first.shape[1], -1)[:, :, tr.membrane_neurons]
+    assert torch.equal((mem >= 1).float(), flat.float())
 
 
 def test_default_layers_spread_and_bad_layer_is_one_line():
@@ -149,6 +152,16 @@ def test_training_curves_follow_versions_in_numeric_order(tmp_path):
         (folder / "metrics.csv").write_text("step,epoch,train/loss,train/kl\n" + rows)
     curves = training_curves(tmp_path)
     assert curves == {"train/loss": ([1, 3], [1.5, 0.5]), "train/kl": ([2], [7.0])}
+
+
+def test_default_layers_are_among_those_that_ran():
+    model, x = tiny(SAE), images()
+    call, _ = activity_call(model, x)
+    # the SAE's reconstruction runs every layer: 4 spread over all of them
+    assert list(record_activity(model, call).traces) == choose_layers(model)
+    ran = [name for name in neuron_layers(model) if name != neuron_layers(model)[-1]]
+    picked = choose_layers(model, among=ran)
+    assert picked[-1] == ran[-1] and neuron_layers(model)[-1] not in picked
 
 
 def test_raster_neurons_are_evenly_spread():

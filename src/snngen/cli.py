@@ -44,7 +44,7 @@ into RUN/metrics.json: every protocol's and sampler's results are kept under "re
 """
 EPILOG_PLOT = """examples:
   snngen plot runs/quickstart_mnist5k
-  snngen plot runs/sae_mnist5k --layers enc.0.lif,dec.2.lif --n 16
+  snngen plot runs/sae_mnist5k --layers encoder.2,decoder.2 --n 16
   snngen plot runs/sddpm_mnist5k_small --only chain --solver dpm-solver --steps 20 --chain 6
   snngen plot runs/vqvae_vanilla_mnist5k_small --only codebook,curves --out /tmp/vq_plots
 writes PNGs into RUN/plots/ (firing_rates, raster, membrane, denoising_chain, codebook, curves:

@@ -44,6 +44,8 @@ from snngen.spiking.neurons import MultiStepNeuron
 
 #: neurons drawn in a raster (evenly spaced over the layer's flattened neurons)
 RASTER_NEURONS = 128
+#: neurons per layer whose membrane potentials are kept (evenly spaced)
+MEMBRANE_NEURONS = 8192
 #: layers drawn by default (evenly spread over the network, first and last included)
 DEFAULT_LAYERS = 4
 DPI = 100
@@ -58,19 +60,25 @@ PICTURES = ("rates", "raster", "membrane", "chain", "codebook", "curves")
 class LayerTrace:
     """One neuron layer during the first model call it took part in.
 
-    ``spikes``: ``[T, N]`` of the first sample (N = the layer's neurons, flattened);
-    ``membrane``: ``[T, B, N]`` charge before reset divided by the threshold (1 = threshold);
-    ``threshold``: the layer's ``v_threshold``.
+    ``spikes``: ``[T, K]`` of the first sample at the neurons ``neurons`` (K of the layer's
+    ``n_neurons`` flattened neurons, evenly spaced: :func:`raster_neurons`); ``sample_rate``:
+    the first sample's firing rate over all the layer's neurons; ``membrane``: ``[T, B, M]``
+    charge before reset divided by the threshold (1 = threshold) at ``membrane_neurons`` (at
+    most :data:`MEMBRANE_NEURONS`, evenly spaced); ``threshold``: the layer's ``v_threshold``.
     """
 
     name: str
     spikes: Tensor
+    neurons: list[int]
+    n_neurons: int
+    sample_rate: float
     membrane: Tensor
+    membrane_neurons: list[int]
     threshold: float
 
     def fractions(self) -> dict[str, float]:
-        """Fractions of (neuron, sample) pairs that never fire ("dead") and that fire at every
-        time step ("saturated") during the call; the membrane's spikes are recomputed from it."""
+        """Fractions of (neuron, sample) pairs that never reach the threshold ("dead") and that
+        reach it at every time step ("saturated") during the call (of ``membrane_neurons``)."""
         fired = self.membrane >= 1.0
         return {"dead": float((~fired.any(0)).float().mean()),
                 "saturated": float(fired.all(0).float().mean())}
@@ -92,14 +100,16 @@ def neuron_layers(model: nn.Module) -> list[str]:
 
 
 def choose_layers(model: nn.Module, layers: Sequence[str] | None = None,
-                  k: int = DEFAULT_LAYERS) -> list[str]:
+                  k: int = DEFAULT_LAYERS, among: Sequence[str] | None = None) -> list[str]:
     """``layers`` checked against the model's neuron layers (one-line error naming a bad one),
-    or, when None, ``k`` of them evenly spread (first and last included)."""
+    or, when None, ``k`` of ``among`` (default: all neuron layers) evenly spread, first and last
+    included."""
     names = neuron_layers(model)
     if layers is None:
-        if len(names) <= k:
-            return names
-        return [names[round(i * (len(names) - 1) / (k - 1))] for i in range(k)]
+        pool = list(names if among is None else among)
+        if len(pool) <= k:
+            return pool
+        return [pool[round(i * (len(pool) - 1) / (k - 1))] for i in range(k)]
     bad = [name for name in layers if name not in names]
     if bad:
         shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
@@ -107,6 +117,19 @@ def choose_layers(model: nn.Module, layers: Sequence[str] | None = None,
                           f"{getattr(model, 'name', type(model).__name__)!r}; "
                           f"its {len(names)} layers are {shown or 'none'}")
     return list(layers)
+
+
+def _trace(name: str, mod: MultiStepNeuron, x: Tensor, out: Any) -> LayerTrace:
+    """The :class:`LayerTrace` of one call of a neuron layer (input ``x`` ``[T, B, ...]``)."""
+    spikes = (out[0] if isinstance(out, tuple) else out).detach()
+    first = spikes[:, 0].reshape(spikes.shape[0], -1).float()
+    n = first.shape[1]
+    keep, keep_mem = raster_neurons(n), raster_neurons(n, MEMBRANE_NEURONS)
+    _, mem = kernels.lif_reference(x.detach().float(), mod.decay(), mod.spec)
+    thr = mod.spec.v_threshold
+    mem = mem.reshape(mem.shape[0], mem.shape[1], -1)[:, :, keep_mem] / thr
+    return LayerTrace(name, first[:, keep].cpu(), keep, n, float(first.mean()), mem.cpu(),
+                      keep_mem, thr)
 
 
 @contextmanager
@@ -117,15 +140,9 @@ def _taps(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str, LayerTr
     handles = []
     for name in layers:
         def hook(mod: MultiStepNeuron, args: tuple, out: Any, name: str = name) -> None:
-            if name in traces or not args:
-                return
-            spikes = out[0] if isinstance(out, tuple) else out
-            with torch.no_grad():
-                _, mem = kernels.lif_reference(args[0].detach().float(), mod.decay(), mod.spec)
-            thr = mod.spec.v_threshold
-            traces[name] = LayerTrace(
-                name, spikes[:, 0].detach().reshape(spikes.shape[0], -1).float().cpu(),
-                (mem / thr).reshape(mem.shape[0], mem.shape[1], -1).cpu(), thr)
+            if name not in traces and args:
+                with torch.no_grad():
+                    traces[name] = _trace(name, mod, args[0], out)
         handles.append(modules[name].register_forward_hook(hook))
     try:
         yield traces
@@ -150,15 +167,17 @@ def activity_call(model: GenerativeModel, x: Tensor, seed: int = 0,
 def record_activity(model: nn.Module, call: Callable[[], Any],
                     layers: Sequence[str] | None = None, n_samples: int | None = None) -> Activity:
     """Run ``call()`` once with a :class:`Monitor` on ``model`` (firing rates of every neuron
-    layer, per ``n_samples`` samples) and taps on ``layers`` (default: :func:`choose_layers`)."""
-    chosen = choose_layers(model, layers)
+    layer, per ``n_samples`` samples) and taps on ``layers`` (default: :func:`choose_layers`
+    among the layers that ran, so a layer the call does not use is not picked)."""
+    tapped = neuron_layers(model) if layers is None else choose_layers(model, layers)
     was_training = model.training
     model.eval()
     try:
-        with Monitor(model, n_samples=n_samples) as mon, _taps(model, chosen) as traces:
+        with Monitor(model, n_samples=n_samples) as mon, _taps(model, tapped) as traces:
             call()
     finally:
         model.train(was_training)
+    chosen = choose_layers(model, layers, among=[k for k in tapped if k in traces])
     return Activity(mon.firing_rates(), {k: traces[k] for k in chosen if k in traces})
 
 
@@ -280,14 +299,13 @@ def draw_raster(traces: dict[str, LayerTrace], path: str | Path, title: str = ""
     fig, axes = plt.subplots(1, len(traces), figsize=(2.6 * len(traces) + 1, 4.2),
                              squeeze=False)
     for ax, tr in zip(axes[0], traces.values(), strict=True):
-        idx = raster_neurons(tr.spikes.shape[1])
-        steps = tr.spikes.shape[0]
-        ax.imshow(tr.spikes[:, idx].T.numpy(), aspect="auto", cmap="Greys", vmin=0, vmax=1,
-                  extent=(-0.5, steps - 0.5, len(idx) - 0.5, -0.5))
+        steps, k = tr.spikes.shape
+        ax.imshow(tr.spikes.T.numpy(), aspect="auto", cmap="Greys", vmin=0, vmax=1,
+                  extent=(-0.5, steps - 0.5, k - 0.5, -0.5))
         ax.set_xlabel("time step")
         ax.set_xticks(range(steps) if steps <= 16 else range(0, steps, max(1, steps // 8)))
-        ax.set_title(f"{_short(tr.name)}\nrate {tr.spikes.mean():.3f}", fontsize=9)
-        ax.set_ylabel(f"neuron ({len(idx)} of {tr.spikes.shape[1]})")
+        ax.set_title(f"{_short(tr.name)}\nrate {tr.sample_rate:.3f}", fontsize=9)
+        ax.set_ylabel(f"neuron ({k} of {tr.n_neurons}, evenly spaced)")
     fig.suptitle(title or "Spike raster (sample 0)")
     fig.tight_layout()
     return _save(fig, path)

@@ -221,7 +221,8 @@ def test_every_solver_keeps_its_results_and_its_shards(tmp_path, capsys, stand_i
     assert {k: kept[k] for k in first["kid"]} == first["kid"]
     assert kept["measured_at"] == first["measured_at"] and ISO_UTC.match(kept["measured_at"])
     assert kept["how"] == {"protocol": "snngen", "protocol_version": 1, "n_samples": 8,
-                           "seed": 0, "sample_options": {}, "weights": first["weights"]}
+                           "seed": 0, "sample_options": {}, "weights": first["weights"],
+                           "provenance": first["provenance"]}
     new = doc["results"]["snngen/ddim-2"]["kid"]
     assert new["value"] == second["kid"]["value"]
     assert new["how"]["sample_options"] == {"solver": "ddim", "steps": 2}

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from snngen import provenance
 from snngen.errors import ConfigError, SnngenError
 
 if typing.TYPE_CHECKING:
@@ -126,8 +127,9 @@ def run_training(
 ) -> TrainingOutcome:
     """``snngen train [CONFIG] [overrides] [--resume RUN] [--no-eval]``: check everything
     (:func:`~snngen.preflight.prepare_training`, nothing written on a bad value), write the run
-    folder's config, train, then write ``recon.png``, ``samples.png`` and (``evaluate``)
-    ``metrics.json``. Prints what the command prints.
+    folder's config (its header: :mod:`snngen.provenance`), train, then write ``recon.png``,
+    ``samples.png``, ``curves.png`` and (``evaluate``) ``metrics.json``. Prints what the
+    command prints.
 
     ``config`` None: the config of the ``resume`` run. A resumed run already at its budget
     prints ``already trained N of N steps; nothing to do`` and writes nothing. Ctrl-C raises
@@ -161,7 +163,8 @@ def run_training(
         # what, on what data, how long, where
         print(describe_training(plan, config if config is not None else run_dir / CONFIG_FILE))
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / CONFIG_FILE)
+        save_config(cfg, run_dir / CONFIG_FILE, header=provenance.header(
+            provenance.collect(_training_device(cfg.trainer.accelerator))))
         os.environ["SNNGEN_RUN_DIR"] = str(run_dir)  # DDP children started by Lightning reuse it
     lit = fit(cfg, run_dir, plan.train_set, plan.info, fixed_batch=fixed, resume=plan.resume,
               model=plan.model)
@@ -175,8 +178,37 @@ def run_training(
                          plan.test_set, fixed, evaluate=evaluate, rank=trainer.global_rank,
                          world=trainer.world_size)
     if trainer.is_global_zero:
+        _write_curves(Path(run_dir))
         print(describe_finish(run_dir, metrics))  # the run folder and the headline metrics
     return TrainingOutcome(Path(run_dir), metrics, bool(trainer.is_global_zero))
+
+
+def _write_curves(run_dir: Path) -> Path | None:
+    """``RUN/curves.png``: the training curves of the run's logs (skipped without matplotlib
+    or without logged rows)."""
+    from snngen.plots import draw_curves, training_curves
+
+    try:
+        curves = training_curves(run_dir)
+        return draw_curves(curves, run_dir / "curves.png",
+                           f"Training curves: {run_dir.name}") if curves else None
+    except SnngenError:  # matplotlib is not installed: the run is complete without it
+        return None
+
+
+def _training_device(accelerator: str) -> str:
+    """The device ``trainer.accelerator`` trains on (for the run's provenance)."""
+    import torch
+
+    cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return "cuda" if cuda else "cpu"
+
+
+def _call(name: str, *args: Any, **kw: Any) -> str:
+    """``snngen.name(args, kw=...)`` as written, for the provenance of an API call."""
+    parts = [repr(os.fspath(a) if isinstance(a, os.PathLike) else a) for a in args]
+    parts += [f"{k}={v!r}" for k, v in kw.items()]
+    return f"snngen.{name}({', '.join(parts)})"
 
 
 def train(
@@ -209,7 +241,9 @@ def train(
 
     args = format_overrides(overrides, **kw)
     configure_warnings()  # Lightning's framework warnings, as the command (unless verbose)
-    outcome = run_training(config, args, resume=resume, evaluate=evaluate)
+    call = _call("train", config, overrides, resume=resume, evaluate=evaluate, **kw)
+    with provenance.invocation(call):
+        outcome = run_training(config, args, resume=resume, evaluate=evaluate)
     run = open_run(outcome.run_dir)
     run.metrics = outcome.metrics
     return run
@@ -445,11 +479,60 @@ def evaluate(
     is_path = isinstance(model_or_run_dir, (str, os.PathLike))
     dev = check_devices(device or "auto", devices) if device is not None or is_path else None
     run = _require_run(_open_model(model_or_run_dir, None)[0])
-    return evaluate_run(
-        run, names, dev, protocol=protocol, n=n, features=features, ref_stats=ref_stats,
-        inception_logits=inception_logits, seed=seed, batch_size=batch_size, out=out,
-        devices=devices, shard_size=shard_size, fresh=fresh, sample_options=sample_options,
-    )
+    call = _call("evaluate", run.path, metrics, n=n, protocol=protocol, seed=seed,
+                 **sample_options)
+    with provenance.invocation(call):
+        return evaluate_run(
+            run, names, dev, protocol=protocol, n=n, features=features, ref_stats=ref_stats,
+            inception_logits=inception_logits, seed=seed, batch_size=batch_size, out=out,
+            devices=devices, shard_size=shard_size, fresh=fresh, sample_options=sample_options,
+        )
+
+
+# ----------------------------------------------------------------------------- plot
+
+
+def plot(
+    run_dir: str | os.PathLike,
+    *,
+    out: str | os.PathLike | None = None,
+    layers: Sequence[str] | None = None,
+    n: int = 8,
+    chain: int = 4,
+    seed: int = 0,
+    only: Sequence[str] | None = None,
+    device: str = "cpu",
+    **sample_options: Any,
+) -> list[Path]:
+    """``snngen plot RUN``: the pictures of :mod:`snngen.plots` that apply to a run, written into
+    ``out`` (default ``RUN/plots/``); returns their paths. ``n``: test items to measure activity
+    on (as ``snngen info --batch``); ``layers``: spiking layers for the raster and membrane
+    pictures (default: a few across the network); ``chain``: samples in the denoising chain;
+    ``only``: some of ``rates, raster, membrane, chain, codebook, curves``; ``sample_options``
+    (``solver``, ``steps``) are checked as ``snngen sample`` checks them."""
+    from snngen.evaluation import sample_kwargs, test_batches
+    from snngen.files import check_writable_folder
+    from snngen.plots import PICTURES, choose_layers, plot_model, style
+    from snngen.runs import open_datasets
+
+    which = list(PICTURES if only is None else only)
+    bad = [w for w in which if w not in PICTURES]
+    if bad or not which:
+        raise SnngenError(f"--only {','.join(bad or which)}: choose from {', '.join(PICTURES)}")
+    for key, value in (("n", n), ("chain", chain)):
+        _check_whole(key, value)
+    _check_seed(seed)
+    style()  # matplotlib present, before any work
+    run = open_run(run_dir, device)
+    layers = None if layers is None else choose_layers(run.model, list(layers))
+    opts = sample_kwargs(run.model, **sample_options)
+    folder = Path(out) if out is not None else run.path / "plots"
+    check_writable_folder(folder, 5_000_000, what="--out")
+    _, test_set = open_datasets(run.cfg)
+    x = next(test_batches(test_set, n, n))
+    items = x.shape[1] if run.info.events else x.shape[0]
+    return plot_model(run.model, x, folder, layers=layers, run_dir=run.path, chain_n=chain,
+                      seed=seed, which=which, n=items, **opts)
 
 
 # ----------------------------------------------------------------------------- leaderboard

@@ -54,10 +54,21 @@ samples go to RUN/samples/<protocol>/ in shards (with --solver/--steps: a folder
 e.g. RUN/samples/snngen/ddim-50/); run the same command again to resume. The result is merged
 into RUN/metrics.json: every protocol's and sampler's results are kept under "results"
 """
+EPILOG_PLOT = """examples:
+  snngen plot runs/quickstart_mnist5k
+  snngen plot runs/sae_mnist5k --layers encoder.2,decoder.2 --n 16
+  snngen plot runs/sddpm_mnist5k_small --only chain --solver dpm-solver --steps 20 --chain 6
+  snngen plot runs/vqvae_vanilla_mnist5k_small --only codebook,curves --out /tmp/vq_plots
+writes PNGs into RUN/plots/ (firing_rates, raster, membrane, denoising_chain, codebook, curves:
+those that apply to the model) and prints their paths; activity is measured as 'snngen info'
+measures it (a reconstruction of --n test items, or sampling for a model without one)
+"""
 EPILOG_INFO = """examples:
   snngen info runs/sae_mnist5k
   snngen info runs/sae_mnist5k --batch 16 --json info.json
   snngen info runs/fsvae_mnist --batch 250 --count original   # FSVAE's cost as the original counts
+the run's provenance (snngen version, git commit, torch, device, command) is shown below the
+table: from config.yaml's header (training) and metrics.json (the newest evaluation)
 """
 
 
@@ -313,6 +324,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FSVAE: also count additions/multiplications as the original code does")
 
     p = sub.add_parser(
+        "plot",
+        help="pictures of a run: firing rates, spike rasters, membranes, chains, curves",
+        epilog=EPILOG_PLOT,
+        formatter_class=fmt,
+    )
+    p.add_argument("run", help="run folder")
+    p.add_argument("--layers", default=None,
+                   help="comma list of spiking layers for the raster and membrane pictures "
+                   "(default: 4 across the network; 'snngen info RUN' lists them)")
+    p.add_argument("--n", type=positive_int, default=8,
+                   help="test items to measure activity on (default 8, as 'snngen info')")
+    p.add_argument("--chain", type=positive_int, default=4,
+                   help="samples in the denoising chain (diffusion; default 4)")
+    p.add_argument("--solver", default=None,
+                   help="diffusion sampler of the chain: ddpm|ddim|analytic-dpm|dpm-solver")
+    p.add_argument("--steps", type=positive_int, default=None, help="sampler steps (diffusion)")
+    p.add_argument("--seed", type=seed_int, default=0, help="generator seed (default 0)")
+    p.add_argument("--only", default=None,
+                   help="comma list of rates,raster,membrane,chain,codebook,curves")
+    p.add_argument("--out", default=None, help="folder for the PNGs (default RUN/plots/)")
+
+    p = sub.add_parser(
         "import",
         help="turn an original system's checkpoint into a run folder",
         epilog=EPILOG_IMPORT,
@@ -442,6 +475,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from snngen.evaluation import model_info
     from snngen.files import check_writable_folder, write_text
+    from snngen.provenance import describe
     from snngen.runs import load_run, open_datasets
 
     if args.json:
@@ -455,13 +489,47 @@ def cmd_info(args: argparse.Namespace) -> int:
 
         count = count_report(run.model, next(test_batches(test_set, args.batch, args.batch)))
     info = model_info(run.model, test_set, n=args.batch)
+    info["provenance"] = _run_provenance(run.path)
     print(info["table"])
+    for what, record in info["provenance"].items():
+        print(f"\n{what}:\n" + describe(record))
     if count is not None:
         info["count_original"] = count[0]
         print(count[1])
     if args.json:
         write_text(args.json, json.dumps({k: v for k, v in info.items() if k != "table"},
                                          indent=2))
+    return 0
+
+
+def _run_provenance(run_dir: Path) -> dict[str, dict]:
+    """Who made the run (``config.yaml``'s header) and its newest metrics (``metrics.json``)."""
+    from snngen.provenance import read_header
+    from snngen.results import read_metrics_file
+
+    out = {}
+    trained = read_header((run_dir / "config.yaml").read_text())
+    if trained:
+        out["trained"] = trained
+    metrics = read_metrics_file(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() \
+        else None
+    if metrics and isinstance(metrics.get("provenance"), dict):
+        out[f"evaluated ({metrics.get('measured_at', '?')})"] = metrics["provenance"]
+    return out
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from snngen.api import plot
+
+    def items(text: str | None) -> list[str] | None:
+        return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+    paths = plot(args.run, out=args.out, layers=items(args.layers), n=args.n, chain=args.chain,
+                 seed=args.seed, only=items(args.only), solver=args.solver, steps=args.steps)
+    for path in paths:
+        print(path)
+    if not paths:
+        print(f"snngen: nothing to plot for {args.run}", file=sys.stderr)
     return 0
 
 
@@ -524,6 +592,7 @@ COMMANDS = {
     "sample": cmd_sample,
     "eval": cmd_eval,
     "info": cmd_info,
+    "plot": cmd_plot,
     "import": cmd_import,
     "leaderboard": cmd_leaderboard,
     "datasets": cmd_datasets,
@@ -546,8 +615,11 @@ def main(argv: list[str] | None = None) -> int:
     from snngen.console import set_up
 
     set_up(verbose=args.verbose)  # Lightning's banners and warnings only when verbose
+    from snngen.provenance import command_line, invocation
+
     try:
-        return COMMANDS[args.command](args)
+        with invocation(command_line(["snngen", *(sys.argv[1:] if argv is None else argv)])):
+            return COMMANDS[args.command](args)
     except (SnngenError, OSError) as err:  # user errors: bad values, missing/unwritable files
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"snngen: error: {msg}", file=sys.stderr)

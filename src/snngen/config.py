@@ -551,8 +551,9 @@ def load_config(
     return build_run_config(raw, str(path), check_eval)
 
 
-def save_config(cfg: RunConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML (loadable again with :func:`load_config`), atomically."""
+def save_config(cfg: RunConfig, path: str | Path, header: str = "") -> None:
+    """Write the resolved config as YAML (loadable again with :func:`load_config`), atomically,
+    after ``header`` (YAML comment lines, e.g. :func:`snngen.provenance.header`)."""
     from snngen.files import write_text
 
-    write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    write_text(path, header + yaml.safe_dump(to_dict(cfg), sort_keys=False))

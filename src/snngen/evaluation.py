@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from snngen import provenance
 from snngen.config import DEFAULT_EVAL_METRICS, EVAL_METRICS, RunConfig
 from snngen.errors import SnngenError
 from snngen.generation import (
@@ -411,8 +412,14 @@ def evaluate_model(
             results["ae_fd"] = _ae_fd(fake, plan, cfg, bs)
         out.update({k: v.to_dict() for k, v in results.items()})
     out.update(seed=seed, weights=weights_fingerprint(model), measured_at=utc_now(),
-               seconds=round(time.perf_counter() - t0, 2))
+               seconds=round(time.perf_counter() - t0, 2),
+               provenance=provenance.collect(_model_device(model)))
     return out
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    """Where ``model``'s weights are (the CPU for a model without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def _ae_fd(fake, plan, cfg: RunConfig, batch_size: int):

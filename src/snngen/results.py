@@ -15,7 +15,9 @@ file (format :data:`FORMAT`) holds
   error (``mse``) does not depend on the sampler and is kept under the protocol's name alone.
   An entry is the metric's own record (value, sample counts, feature network) plus
   ``measured_at`` (UTC, ``2025-01-31T12:00:00Z``) and ``how`` (protocol name and version,
-  sample count, seed, sampler options, weights fingerprint). Measuring the same metric under
+  sample count, seed, sampler options, weights fingerprint, and the ``provenance`` of
+  :func:`snngen.provenance.collect`: snngen's version, git commit and dirty flag, torch, device,
+  command). Measuring the same metric under
   the same key again replaces that entry (the newest measurement of the same thing); every
   other entry stays.
 
@@ -114,6 +116,7 @@ def _how(result: dict) -> dict:
         "seed": result.get("seed"),
         "sample_options": dict(result.get("sample_options") or {}),
         "weights": result.get("weights"),
+        "provenance": result.get("provenance"),
     }
 
 

@@ -8,6 +8,8 @@ No sampler knows whether the network spikes. Example::
     schedule = NoiseSchedule.linear(1000)
     loss = schedule.eps_loss(net, x0)                                 # training
     x = sample("dpm-solver", net, schedule, (16, 1, 32, 32), steps=20)  # sampling
+    chain = Trajectory()                                               # every step's x_t, x0
+    x = sample("ddim", net, schedule, (16, 1, 32, 32), callback=chain)  # the same samples
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from snngen.diffusion._common import EpsModel
+from snngen.diffusion._common import EpsModel, StepCallback, Trajectory
 from snngen.diffusion.analytic_dpm import analytic_dpm_sample, analytic_variance, estimate_gamma
 from snngen.diffusion.ddim import ddim_sample
 from snngen.diffusion.ddpm import ddpm_sample
@@ -53,7 +55,8 @@ def sample(
 
     ``steps=None`` uses the sampler's default (DDPM: all ``N``; DDIM and Analytic-DPM: 50;
     DPM-Solver: 20). ``options`` go to the sampler (e.g. ``eta=0.0``, ``order=3``,
-    ``gamma=...``); underscores and case in ``name`` are forgiven (``"analytic_dpm"``).
+    ``gamma=...``, ``callback=Trajectory()`` to record the chain); underscores and case in
+    ``name`` are forgiven (``"analytic_dpm"``).
     Returns samples ``[B, ...]``.
     """
     key = name.strip().lower().replace("_", "-")
@@ -70,6 +73,8 @@ __all__ = [
     "SAMPLERS",
     "EpsModel",
     "NoiseSchedule",
+    "StepCallback",
+    "Trajectory",
     "analytic_dpm_sample",
     "analytic_variance",
     "cosine_betas",

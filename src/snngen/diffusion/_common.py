@@ -1,8 +1,10 @@
-"""Small helpers shared by the samplers (initial noise, calling the network, progress bars)."""
+"""Small helpers shared by the samplers (initial noise, calling the network, progress bars, the
+step callback and its recorder :class:`Trajectory`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import torch
@@ -14,7 +16,52 @@ from snngen.errors import ConfigError
 #: An eps-predicting network: ``eps_model(x_t [B, ...], t [B]) -> eps [B, ...]``.
 EpsModel = Callable[[Tensor, Tensor], Tensor]
 
+#: A sampler's step callback: ``callback(step_index, t, x_t [B, ...], x0_pred [B, ...])``.
+#: Called once per step before it is taken, with the state ``x_t`` at the step's time ``t``
+#: (the training scale ``0..N-1``; DPM-Solver's model times may be fractional) and the
+#: ``x0`` predicted there from the network's eps (as the sampler uses it, e.g. clamped to
+#: [-1, 1] when it clamps); then once more after the last step with ``x_t = x0_pred =`` the
+#: sampler's output and ``t`` where it ended (``-1``: clean data). The tensors are the
+#: sampler's own: read or copy them, never modify them in place.
+StepCallback = Callable[[int, float, Tensor, Tensor], None]
+
 T = TypeVar("T")
+
+
+@dataclass
+class Trajectory:
+    """A :data:`StepCallback` that records every frame (copies, on the CPU).
+
+    ``steps[k]``, ``times[k]``, ``x[k]`` (``x_t`` ``[B, ...]``) and ``x0[k]`` (predicted
+    ``x0`` ``[B, ...]``) of frame ``k``; the last frame is the sampler's output.
+    """
+
+    steps: list[int] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    x: list[Tensor] = field(default_factory=list)
+    x0: list[Tensor] = field(default_factory=list)
+
+    def __call__(self, step: int, t: float, x_t: Tensor, x0_pred: Tensor) -> None:
+        self.steps.append(int(step))
+        self.times.append(float(t))
+        self.x.append(x_t.detach().to("cpu", copy=True))
+        self.x0.append(x0_pred.detach().to("cpu", copy=True))
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def select(self, k: int) -> Trajectory:
+        """About ``k`` frames evenly spread over the chain, the first and the output included."""
+        n = len(self)
+        if n == 0 or k >= n:
+            return self
+        keep = sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(k)})
+        return Trajectory(
+            [self.steps[i] for i in keep],
+            [self.times[i] for i in keep],
+            [self.x[i] for i in keep],
+            [self.x0[i] for i in keep],
+        )
 
 
 def check_choice(name: str, value: str, choices: Sequence[str]) -> str:

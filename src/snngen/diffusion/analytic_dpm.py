@@ -36,6 +36,7 @@ from torch import Tensor
 
 from snngen.diffusion._common import (
     EpsModel,
+    StepCallback,
     call_eps_model,
     check_choice,
     initial_noise,
@@ -209,6 +210,7 @@ def analytic_dpm_sample(
     progress: bool = False,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    callback: StepCallback | None = None,
 ) -> Tensor:
     """Sample with Analytic-DPM (``trajectory="ddpm"``) or Analytic-DDIM (``"ddim"``).
 
@@ -231,6 +233,8 @@ def analytic_dpm_sample(
         clip_pixel: variance clipping, see :func:`analytic_variance`.
         clip_denoised: clamp the predicted ``x0`` to ``[-1, 1]`` in the mean (default, as the
             reference).
+        callback: ``callback(i, t, x_t, x0_pred)`` at each step and at the end
+            (:data:`~snngen.diffusion._common.StepCallback`).
 
     Returns:
         ``x_0`` ``[B, ...]`` (the last step returns the mean).
@@ -256,11 +260,13 @@ def analytic_dpm_sample(
         clip_pixel=clip_pixel,
     )
     steps_ = list(zip(taus, taus[1:] + [-1], sigma2.tolist(), strict=True))
-    for n, prev, var in progress_iter(
+    for i, (n, prev, var) in enumerate(progress_iter(
         steps_, enabled=progress, desc="analytic-dpm", total=len(steps_)
-    ):
+    )):
         ab, ab_prev = schedule.alpha_bar(n), schedule.alpha_bar(prev)
         eps = call_eps_model(eps_model, x, n, integer=True)
+        if callback is not None:
+            callback(i, float(n), x, predict_x0(x, eps, ab, clip_denoised))
         noise = randn_like(x, generator) if prev >= 0 else None  # drawn even for sigma 0
         if posterior:  # reference reverse_ddpm_ms_eps: coeff1 * clamp(x0) + coeff2 * x_n
             x0 = predict_x0(x, eps, ab, clip_denoised)
@@ -269,4 +275,6 @@ def analytic_dpm_sample(
             continue
         x = generalized_step(x, eps, ab, ab_prev, lambda2=ddim_sigma2(ab, ab_prev, eta),
                              sigma2=var, noise=noise, clip_denoised=clip_denoised)  # fmt: skip
+    if callback is not None:
+        callback(len(steps_), -1.0, x, x)
     return x

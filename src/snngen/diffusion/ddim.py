@@ -23,6 +23,7 @@ from torch import Tensor
 
 from snngen.diffusion._common import (
     EpsModel,
+    StepCallback,
     call_eps_model,
     initial_noise,
     progress_iter,
@@ -83,6 +84,7 @@ def ddim_sample(
     progress: bool = False,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    callback: StepCallback | None = None,
 ) -> Tensor:
     """Sample with DDIM.
 
@@ -102,6 +104,8 @@ def ddim_sample(
         clip_denoised: clamp ``x0_pred`` to ``[-1, 1]`` (default, as SDDPM; ``eps`` is kept as
             predicted); ``False`` = DDIM's unclamped step.
         generator: drives all noise; progress: show a progress bar.
+        callback: ``callback(i, t, x_t, x0_pred)`` at each step and at the end (``t`` =
+            ``end_step``; :data:`~snngen.diffusion._common.StepCallback`).
 
     Returns:
         ``x_0`` ``[B, ...]``.
@@ -116,9 +120,13 @@ def ddim_sample(
                           f"the last timestep {taus[-1]}")
     x = initial_noise(x_T, generator=generator, device=device, dtype=dtype)
     pairs = list(zip(taus, taus[1:] + [end_step], strict=True))
-    for n, prev in progress_iter(pairs, enabled=progress, desc="ddim", total=len(pairs)):
+    for i, (n, prev) in enumerate(
+        progress_iter(pairs, enabled=progress, desc="ddim", total=len(pairs))
+    ):
         ab, ab_prev = schedule.alpha_bar(n), schedule.alpha_bar(prev)
         eps = call_eps_model(eps_model, x, n, integer=True)
+        if callback is not None:
+            callback(i, float(n), x, predict_x0(x, eps, ab, clip_denoised))
         sigma2 = ddim_sigma2(ab, ab_prev, eta)
         noise = randn_like(x, generator) if sigma2 > 0 else None
         x = generalized_step(
@@ -131,4 +139,6 @@ def ddim_sample(
             noise=noise,
             clip_denoised=clip_denoised,
         )
+    if callback is not None:
+        callback(len(pairs), float(end_step), x, x)
     return x

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from snngen.diffusion._common import (
     EpsModel,
+    StepCallback,
     call_eps_model,
     check_choice,
     initial_noise,
@@ -89,6 +90,7 @@ def ddpm_sample(
     progress: bool = False,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    callback: StepCallback | None = None,
 ) -> Tensor:
     """Sample with DDPM's ancestral sampler.
 
@@ -106,6 +108,8 @@ def ddpm_sample(
         generator: drives all noise (initial and per-step), drawn on its device and placed on
             the samples' device.
         progress: show a progress bar.
+        callback: ``callback(i, t, x_t, x0_pred)`` at each step and at the end
+            (:data:`~snngen.diffusion._common.StepCallback`); the samples do not change.
 
     Returns:
         ``x_0`` ``[B, ...]`` (floating; not clamped). The last step adds no noise.
@@ -114,8 +118,12 @@ def ddpm_sample(
     taus = sampling_timesteps(schedule, steps, spacing, timesteps)
     x = initial_noise(x_T, generator=generator, device=device, dtype=dtype)
     pairs = list(zip(taus, taus[1:] + [-1], strict=True))
-    for n, prev in progress_iter(pairs, enabled=progress, desc="ddpm", total=len(pairs)):
+    for i, (n, prev) in enumerate(
+        progress_iter(pairs, enabled=progress, desc="ddpm", total=len(pairs))
+    ):
         eps = call_eps_model(eps_model, x, n, integer=True)
+        if callback is not None:
+            callback(i, float(n), x, predict_x0(x, eps, schedule.alpha_bar(n), clip_denoised))
         noise = randn_like(x, generator) if prev >= 0 else None
         x = ddpm_step(
             x,
@@ -126,4 +134,6 @@ def ddpm_sample(
             variance=variance,
             clip_denoised=clip_denoised,
         )
+    if callback is not None:
+        callback(len(pairs), -1.0, x, x)
     return x

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from snngen.diffusion._common import (
     EpsModel,
+    StepCallback,
     call_eps_model,
     check_choice,
     initial_noise,
@@ -153,6 +154,10 @@ class _Model:
         """``x0`` for DPM-Solver++, ``eps`` for DPM-Solver ``[B, ...]``."""
         return self.x0(x, p) if self.data_pred else self.eps(x, p)
 
+    def x0_of(self, x: Tensor, m: Tensor, p: _Point) -> Tensor:
+        """The ``x0`` of an output ``m = self(x, p)`` (no network call)."""
+        return m if self.data_pred else (x - p.sigma * m) / p.alpha
+
 
 # ----------------------------------------------------------------------------------- updates
 def first_order_update(x: Tensor, m_s: Tensor, s: _Point, t: _Point, data_pred: bool) -> Tensor:
@@ -268,6 +273,7 @@ def dpm_solver_sample(
     progress: bool = False,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    callback: StepCallback | None = None,
 ) -> Tensor:
     """Sample with DPM-Solver / DPM-Solver++.
 
@@ -298,6 +304,10 @@ def dpm_solver_sample(
         model_time: ``"float"`` or ``"round"`` (see module docstring).
         generator: draws the initial noise when ``x_T`` is a shape (the solver is deterministic).
         progress: show a progress bar.
+        callback: ``callback(i, t, x_t, x0_pred)`` at each point of the (outer) time grid
+            where the network is called, ``t`` its model time, then at the end (``t`` = the
+            last model time, or ``-1`` with ``denoise_to_zero``;
+            :data:`~snngen.diffusion._common.StepCallback`).
 
     Returns:
         the sample at the last time ``[B, ...]`` (``x0`` with ``denoise_to_zero``).
@@ -317,14 +327,22 @@ def dpm_solver_sample(
     x = initial_noise(x_T, generator=generator, device=device, dtype=dtype)
     if method == "multistep":
         grid = _grid(schedule, steps, skip_type, t_start, t_end, timesteps)
-        x = _multistep(model, x, grid, order, lower_order_final, reference_third_order, progress)
+        x = _multistep(model, x, grid, order, lower_order_final, reference_third_order, progress,
+                       callback)
     else:
         grid, orders = _singlestep_plan(
             schedule, steps, order, skip_type, t_start, t_end, timesteps
         )
-        x = _singlestep(model, x, grid, orders, progress)
+        x = _singlestep(model, x, grid, orders, progress, callback)
+    end, n_frames = grid[-1], len(grid) - 1
     if denoise_to_zero:
+        x_end = x
         x = model.x0(x, _point(schedule, grid[-1]))
+        if callback is not None:
+            callback(n_frames, end, x_end, x)
+        end, n_frames = -1.0, n_frames + 1
+    if callback is not None:
+        callback(n_frames, end, x, x)
     return x
 
 
@@ -376,10 +394,13 @@ def _multistep(
     lower_order_final: bool,
     reference_third_order: bool,
     progress: bool,
+    callback: StepCallback | None = None,
 ) -> Tensor:
     points = [_point(model.schedule, n) for n in grid]
     n_steps = len(points) - 1
     history = [(points[0], model(x, points[0]))]
+    if callback is not None:
+        callback(0, points[0].n, x, model.x0_of(x, history[-1][1], points[0]))
     for step in progress_iter(
         range(1, n_steps + 1), enabled=progress, desc="dpm-solver", total=n_steps
     ):
@@ -394,16 +415,26 @@ def _multistep(
         )
         if step < n_steps:
             history = (history + [(points[step], model(x, points[step]))])[-order:]
+            if callback is not None:
+                callback(step, points[step].n, x, model.x0_of(x, history[-1][1], points[step]))
     return x
 
 
 def _singlestep(
-    model: _Model, x: Tensor, grid: list[float], orders: list[int], progress: bool
+    model: _Model,
+    x: Tensor,
+    grid: list[float],
+    orders: list[int],
+    progress: bool,
+    callback: StepCallback | None = None,
 ) -> Tensor:
     points = [_point(model.schedule, n) for n in grid]
     for i in progress_iter(
         range(len(orders)), enabled=progress, desc="dpm-solver", total=len(orders)
     ):
         s, t = points[i], points[i + 1]
-        x = singlestep_update(model, x, model(x, s), s, t, orders[i])
+        m_s = model(x, s)
+        if callback is not None:
+            callback(i, s.n, x, model.x0_of(x, m_s, s))
+        x = singlestep_update(model, x, m_s, s, t, orders[i])
     return x

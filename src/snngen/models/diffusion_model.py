@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from snngen.diffusion import NoiseSchedule, estimate_gamma
+from snngen.diffusion import NoiseSchedule, StepCallback, Trajectory, estimate_gamma
 from snngen.diffusion import sample as run_sampler
 from snngen.diffusion.schedule import sampling_timesteps
 from snngen.errors import ConfigError, SnngenError
@@ -124,6 +124,15 @@ def unet_config(cfg: SDDPMConfig, info: DataInfo) -> UNetConfig:
         in_channels=info.channels,
         readout_decay=cfg.readout_decay,
     )
+
+
+def _both(first: StepCallback | None, second: StepCallback | None) -> StepCallback:
+    """One step callback calling ``first`` then ``second`` (either may be None)."""
+    def call(i: int, t: float, x_t: Tensor, x0: Tensor) -> None:
+        for cb in (first, second):
+            if cb is not None:
+                cb(i, t, x_t, x0)
+    return call
 
 
 def make_schedule(cfg: SDDPMConfig) -> NoiseSchedule:
@@ -255,8 +264,10 @@ class DiffusionModel(GenerativeModel):
         steps: int | None = None,
         threshold_scale: float | None = None,
         noise: Tensor | None = None,
+        trajectory: bool = False,
+        callback: StepCallback | None = None,
         **options: Any,
-    ) -> Tensor:
+    ) -> Tensor | tuple[Tensor, Trajectory]:
         """Draw ``n`` images ``[n, C, H, W]`` in [0, 1].
 
         ``solver``: ``ddpm`` | ``ddim`` | ``analytic-dpm`` | ``dpm-solver`` (default: the
@@ -265,7 +276,16 @@ class DiffusionModel(GenerativeModel):
         config's); ``noise``: a fixed starting point ``x_T`` ``[n, C, H, W]`` (default: drawn
         from ``generator``); ``options``: passed to the sampler on top of ``solver_options``
         (e.g. ``eta``, ``order``, ``method``, ``spacing``, ``clip_denoised``).
+
+        ``trajectory=True`` returns ``(images, chain)``: the same images, and a
+        :class:`~snngen.diffusion.Trajectory` of every step's ``x_t`` and predicted ``x0``
+        (``[n, C, H, W]`` each, in the sampler's [-1, 1] scale; the last frame is the output
+        before clamping). ``callback(i, t, x_t, x0_pred)``: called at every step instead
+        (:data:`~snngen.diffusion.StepCallback`). Neither changes the images.
         """
+        chain = Trajectory() if trajectory else None
+        if chain is not None or callback is not None:
+            options["callback"] = _both(chain, callback)
         solver = (solver or self.cfg.solver).strip().lower().replace("_", "-")
         steps = self.cfg.sample_steps if steps is None else steps
         opts = self._options(solver, options)
@@ -279,7 +299,8 @@ class DiffusionModel(GenerativeModel):
                 raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
             x = run_sampler(solver, self.unet, self.schedule, shape if noise is None else noise,
                             steps, generator=generator, device=device, **opts)
-        return ((x.clamp(-1, 1) + 1) / 2).float()
+        images = ((x.clamp(-1, 1) + 1) / 2).float()
+        return (images, chain) if chain is not None else images
 
     @torch.no_grad()
     def analytic_gamma(

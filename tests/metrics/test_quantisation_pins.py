@@ -73,6 +73,19 @@ def test_quantisation_equals_save_image_on_random_images():
     torch.testing.assert_close(got, save_image_levels(x.clone()).double(), rtol=0, atol=1e-3)
 
 
+@pytest.mark.parametrize("resize", ["tf1-bilinear", "torch-bilinear", "pil-bicubic"])
+def test_resized_samples_are_what_their_png_holds(resize):
+    """Samples outside [0, 1] (and between levels) are resized as the 8-bit file save_image
+    would write: clamped and quantised *before* the resize mixes neighbouring pixels. Both
+    sides then resize the same exact levels, so the results are equal."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 3, 7, 11, generator=g) * 2.0 - 0.5  # a third of the pixels out of range
+    as_png = save_image_levels(x.clone()).float() / 255
+    torch.testing.assert_close(inception_input(x, resize=resize, quantize=True),
+                               inception_input(as_png, resize=resize, quantize=True),
+                               rtol=0, atol=0)
+
+
 def test_unquantised_input_keeps_the_float_value():
     """``quantize=False`` (the sddpm protocol: float samples): no rounding, only the clamp."""
     values = [0.3 / 255, 100.5 / 255, -0.2, 1.3]

@@ -12,7 +12,10 @@ and the network term is Taylor-expanded to order k. With ``h = lambda_t - lambda
 order 1 is DDIM (DPM-Solver-1, Sec. 3.3; DPM-Solver++-1); the single-step solvers of order 2
 and 3 are DPM-Solver's Algorithms 1-2 (``r1 = 1/2``; ``r1 = 1/3, r2 = 2/3``) and DPM-Solver++(2S)
 (Algorithm 1) with its order-3 analogue; the multistep ones reuse earlier network outputs
-(DPM-Solver++(2M), Algorithm 2, and the order-3 multistep rule of the DPM-Solver code).
+(DPM-Solver++(2M), Algorithm 2, and the order-3 multistep rule of the DPM-Solver code). As in
+the DPM-Solver code, a single step's intermediate points split it into equal parts of the time
+spacing's own variable: ``lambda`` for ``"logSNR"`` (the ratios above), ``t`` or ``sqrt(t)``
+for ``"time_uniform"`` / ``"time_quadratic"`` (then ``r1``, ``r2`` follow from ``lambda``).
 
 Time is the DPM-Solver "discrete" schedule of :class:`NoiseSchedule`: the solver works between
 model times ``N-1`` (``t = 1``) and ``0`` (``t = 1/N``) and calls the network at the
@@ -173,14 +176,41 @@ def first_order_update(x: Tensor, m_s: Tensor, s: _Point, t: _Point, data_pred: 
     return (t.alpha / s.alpha) * x - (t.alpha * s.sigma / s.alpha - t.sigma) * m_s
 
 
+def inner_ratios(
+    schedule: NoiseSchedule, s: _Point, t: _Point, order: int, skip_type: str = "logSNR"
+) -> tuple[float, ...]:
+    """``(r1,)`` or ``(r1, r2)``: where a single step of ``order`` from ``s`` to ``t`` puts its
+    intermediate points, as fractions of ``h = lambda_t - lambda_s``. As the DPM-Solver code:
+    ``order`` equal parts of the step in ``skip_type``'s variable (``lambda``: ``1/2`` or
+    ``1/3, 2/3``; ``t``; ``sqrt(t)``). Empty for order 1."""
+    if order == 1:
+        return ()
+    if skip_type == "logSNR":
+        return (0.5,) if order == 2 else (1.0 / 3.0, 2.0 / 3.0)
+    a, b = (float(schedule.continuous_time(p.n)) for p in (s, t))
+    if skip_type == "time_uniform":
+        inner = torch.linspace(a, b, order + 1, dtype=torch.float64)
+    else:
+        inner = torch.linspace(math.sqrt(a), math.sqrt(b), order + 1, dtype=torch.float64) ** 2
+    lam = schedule.marginal_lambda(inner)
+    return tuple(float((lam[i] - lam[0]) / (lam[-1] - lam[0])) for i in range(1, order))
+
+
 def singlestep_update(
-    model: _Model, x: Tensor, m_s: Tensor, s: _Point, t: _Point, order: int
+    model: _Model,
+    x: Tensor,
+    m_s: Tensor,
+    s: _Point,
+    t: _Point,
+    order: int,
+    ratios: Sequence[float] | None = None,
 ) -> Tensor:
-    """One single-step update of ``order`` 1-3 from ``s`` to ``t`` (``m_s = model(x, s)``)."""
+    """One single-step update of ``order`` 1-3 from ``s`` to ``t`` (``m_s = model(x, s)``);
+    ``ratios``: ``(r1,)`` / ``(r1, r2)`` (default: the logSNR ones, :func:`inner_ratios`)."""
     if order == 1:
         return first_order_update(x, m_s, s, t, model.data_pred)
     sched, h = model.schedule, t.lam - s.lam
-    r1, r2 = (0.5, None) if order == 2 else (1.0 / 3.0, 2.0 / 3.0)
+    r1, r2 = (*(ratios or inner_ratios(sched, s, t, order)), None)[:2]
     s1 = _point(sched, _snap(float(sched.model_time_of_lambda(s.lam + r1 * h))))
     x_s1 = first_order_update(x, m_s, s, s1, model.data_pred)
     d1 = model(x_s1, s1) - m_s
@@ -293,7 +323,7 @@ def dpm_solver_sample(
             time ``N-1``) and ``t_end`` (default ``1/N``, model time 0).
         timesteps: explicit decreasing model times in ``[0, N-1]`` (the grid including both
             ends); overrides steps/skip_type. With ``method="singlestep"`` every interval then
-            uses ``order``.
+            uses ``order``, with the logSNR intermediate points.
         lower_order_final: multistep only: lower the order of the final steps when
             ``steps < 10`` (as the DPM-Solver code; stabilises very few steps).
         reference_third_order: multistep order 3 only: use the DPM-Solver code's coefficient of
@@ -333,7 +363,8 @@ def dpm_solver_sample(
         grid, orders = _singlestep_plan(
             schedule, steps, order, skip_type, t_start, t_end, timesteps
         )
-        x = _singlestep(model, x, grid, orders, progress, callback)
+        inner = skip_type if timesteps is None else "logSNR"
+        x = _singlestep(model, x, grid, orders, progress, callback, inner)
     end, n_frames = grid[-1], len(grid) - 1
     if denoise_to_zero:
         x_end = x
@@ -427,6 +458,7 @@ def _singlestep(
     orders: list[int],
     progress: bool,
     callback: StepCallback | None = None,
+    skip_type: str = "logSNR",
 ) -> Tensor:
     points = [_point(model.schedule, n) for n in grid]
     for i in progress_iter(
@@ -436,5 +468,6 @@ def _singlestep(
         m_s = model(x, s)
         if callback is not None:
             callback(i, s.n, x, model.x0_of(x, m_s, s))
-        x = singlestep_update(model, x, m_s, s, t, orders[i])
+        ratios = inner_ratios(model.schedule, s, t, orders[i], skip_type)
+        x = singlestep_update(model, x, m_s, s, t, orders[i], ratios)
     return x

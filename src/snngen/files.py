@@ -19,8 +19,8 @@ import errno
 import hashlib
 import io
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -141,11 +141,28 @@ def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[IO]:
 
 
 def _make_temp(path: Path) -> tuple[int, str]:
+    """Create and open a new temporary file next to ``path``; return ``(fd, name)``.
+
+    Created with mode 0666 and ``O_EXCL``, so the process umask (and a default ACL of the
+    folder) gives it the permissions any new file there gets: 0644 under umask 022, 0664 under
+    002 (``tempfile.mkstemp`` would make every file snngen writes 0600, unreadable to
+    collaborators whatever the umask)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+        for _ in range(100):
+            name = path.parent / f"{TMP_PREFIX}{path.name}.{secrets.token_hex(4)}"
+            try:
+                return os.open(name, _TMP_FLAGS, 0o666), str(name)
+            except FileExistsError:
+                continue
+        raise FileExistsError(errno.EEXIST, f"no free temporary name next to {path}")
     except OSError as err:
         raise FileWriteError(f"cannot write {path}: {describe_os_error(err)}") from None
+
+
+#: how :func:`_make_temp` opens a temporary file: new only, never through a symlink
+_TMP_FLAGS = (os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+              | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -26,6 +26,7 @@ import secrets
 import shutil
 import sys
 import warnings
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -139,6 +140,9 @@ def _why_not(path: Path, head: bytes, err: Exception) -> str:
     if head.startswith(_ZIP_MAGIC) or head.startswith(_LEGACY_MAGIC):
         if head.startswith(_ZIP_MAGIC) and not _zip_complete(path):
             return "it is truncated: a torch zip archive without its closing directory"
+        if head.startswith(_ZIP_MAGIC) and not _has_data_pkl(path):
+            return ("it is not a torch checkpoint: a zip archive without the data.pkl that "
+                    "torch.save writes")
         return f"it is damaged: torch says {_quote(text or type(err).__name__)}"
     if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:  # a pickle's PROTO opcode
         code = _pickle_global(path)
@@ -189,6 +193,17 @@ def _zip_complete(path: Path) -> bool:
     # whole: its 22 bytes and the comment whose length it records end exactly at the file's end
     return at >= 0 and at + 22 <= len(tail) and (
         at + 22 + int.from_bytes(tail[at + 20:at + 22], "little") == len(tail))
+
+
+def _has_data_pkl(path: Path) -> bool:
+    """Whether the zip archive ``path`` holds a ``<name>/data.pkl`` (as every checkpoint
+    ``torch.save`` writes does); only its directory is read. True when zipfile cannot read it
+    (then torch's own words say what is damaged)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/data.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return True
 
 
 def _pickle_global(path: Path) -> str | None:

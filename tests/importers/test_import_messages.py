@@ -194,6 +194,39 @@ def test_random_bytes_are_not_a_torch_checkpoint(fsvae_files, tmp_path, capsys):
     assert "run code" not in line
 
 
+def _zip_of_text(path: Path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("notes.txt", "not weights")
+
+
+NOT_CHECKPOINTS = {  # what the file is: how it is written, the reason the line gives
+    "random bytes": (lambda p: p.write_bytes(bytes(range(7, 256)) * 9),
+                     "it is not a torch checkpoint: neither the zip archive torch.save writes "
+                     "nor its older pickle format"),
+    "text": (lambda p: p.write_text("model: sae\n" * 20), "it is not a torch checkpoint: "
+             "neither"),
+    "empty": (lambda p: p.write_bytes(b""), "the file is empty"),
+    "zip of text": (_zip_of_text, "it is not a torch checkpoint: a zip archive without the "
+                    "data.pkl that torch.save writes"),
+    "pickle of data": (lambda p: p.write_bytes(pickle.dumps({"w": [1.0, 2.0]})),
+                       "it is not a torch checkpoint: a Python pickle that torch.save did not "
+                       "write"),
+}
+
+
+@pytest.mark.parametrize("kind", list(NOT_CHECKPOINTS))
+def test_what_a_file_that_is_no_checkpoint_is(kind, tmp_path):
+    write, reason = NOT_CHECKPOINTS[kind]
+    path = tmp_path / "best.pth"
+    write(path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert str(err.value).startswith(f"{path} is not a valid checkpoint ({reason}")
+    assert "run code" not in str(err.value)
+
+
 @pytest.mark.parametrize("content, fragment", [
     ({"epoch": 3, "note": "x"}, "holds no tensors at all, so no weights (its keys: 'epoch', "
                                 "'note')"),

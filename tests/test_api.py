@@ -301,13 +301,14 @@ def test_sample_is_snngen_sample(ddpm_run, work):
 
 
 @pytest.mark.parametrize(("options", "flags", "message"), [
-    ({"steps": 9}, ["--steps", "9"], "--steps 9: the model was trained with 8 diffusion steps"),
-    ({"solver": "euler"}, ["--solver", "euler"], "--solver euler: unknown sampler"),
-    ({"threshold_scale": 0.0}, ["--threshold-scale", "0"], "--threshold-scale 0"),
-    ({"temperature": 1.0}, ["--temperature", "1"], "--temperature does not apply"),
+    ({"steps": 9}, ["--steps", "9"], "steps 9: the model was trained with 8 diffusion steps"),
+    ({"solver": "euler"}, ["--solver", "euler"], "solver euler: unknown sampler"),
+    ({"threshold_scale": 0.0}, ["--threshold-scale", "0"], "threshold_scale 0"),
+    ({"temperature": 1.0}, ["--temperature", "1"], "temperature does not apply"),
 ])
 def test_sample_options_are_checked_as_the_cli_checks_them(ddpm_run, capsys, options, flags,
                                                            message):
+    """The command's line, naming the keyword argument where the command names its flag."""
     model = snngen.load(ddpm_run.path)
     line = cli_error(capsys, ["sample", str(ddpm_run.path), "--n", "2", *flags,
                               "--out", "x.npy"])
@@ -315,8 +316,9 @@ def test_sample_options_are_checked_as_the_cli_checks_them(ddpm_run, capsys, opt
                  lambda: snngen.sample(ddpm_run.path, 2, **options)):
         with pytest.raises(SnngenError) as err:
             call()
-        assert message in str(err.value)
-        assert line == f"snngen: error: {err.value}"
+        assert str(err.value).startswith(message) and "--" not in str(err.value)
+        keyword = next(iter(options))  # the same sentence, the flag for the keyword
+        assert line == f"snngen: error: {flags[0]}{str(err.value)[len(keyword):]}"
 
 
 def test_sample_refuses_bad_counts(ddpm_run):
@@ -368,19 +370,22 @@ def test_evaluate_refuses_bad_requests_as_the_cli_does(sae_runs, capsys, tmp_pat
     """Refused before any sample is drawn, with the command's line."""
     monkeypatch.delenv("SNNGEN_INCEPTION_LOGITS", raising=False)
     run, _ = sae_runs
-    cases = [
-        ({"metrics": "mse,foo"}, ["--metrics", "mse,foo"], "--metrics: unknown ['foo']"),
+    cases = [  # (keyword arguments, the command's flags, the API's line, the command's line)
+        ({"metrics": "mse,foo"}, ["--metrics", "mse,foo"], "metrics: unknown ['foo']",
+         "--metrics: unknown ['foo']"),
         ({"metrics": "is", "protocol": "sddpm"}, ["--metrics", "is", "--protocol", "sddpm"],
+         "metrics is: the Inception Score ('is') on Inception features needs",
          "--metrics is: the Inception Score ('is') on Inception features needs"),
         ({"metrics": ["fid"], "ref_stats": "nope.npz"},
-         ["--metrics", "fid", "--ref-stats", "nope.npz"], "--ref-stats nope.npz: no such file"),
+         ["--metrics", "fid", "--ref-stats", "nope.npz"], "ref_stats nope.npz: no such file",
+         "--ref-stats nope.npz: no such file"),
     ]
-    for kwargs, flags, message in cases:
+    for kwargs, flags, message, cli_message in cases:
         line = cli_error(capsys, ["eval", str(run.path), *flags])
         with pytest.raises(SnngenError) as err:
             snngen.evaluate(run.path, **kwargs)
-        assert line == f"snngen: error: {err.value}"
-        assert message in str(err.value)
+        assert str(err.value).startswith(message) and "--" not in str(err.value), err.value
+        assert line.startswith(f"snngen: error: {cli_message}")
     with pytest.raises(SnngenError, match=r"^n 0: must be a whole number >= 1"):
         snngen.evaluate(run.path, "mse", n=0)
     with pytest.raises(SnngenError, match="is not a snngen run folder"):
@@ -388,6 +393,33 @@ def test_evaluate_refuses_bad_requests_as_the_cli_does(sae_runs, capsys, tmp_pat
     bare = load_run(run.path).model
     with pytest.raises(SnngenError, match=r"has no run folder; pass a run folder"):
         snngen.evaluate(bare, "mse")
+
+
+def test_api_errors_name_keyword_arguments_not_flags(sae_runs, ddpm_run, work):
+    """From Python, a mistaken call is named as it was written: ``out=`` (which only the
+    command has), a misspelt ``nn=``, overrides that are not a list or dict."""
+    run, _ = sae_runs
+    before = sorted(str(p.relative_to(work)) for p in work.rglob("*"))
+    with pytest.raises(SnngenError) as err:
+        snngen.sample(ddpm_run.path, 8, out="x.png")
+    assert isinstance(err.value, TypeError)  # as Python's own unexpected-keyword error
+    assert str(err.value).startswith("snngen.sample() got an unexpected keyword argument 'out'")
+    assert "--" not in str(err.value) and "finite number" not in str(err.value)
+    with pytest.raises(SnngenError) as err:
+        snngen.evaluate(run.path, ["fid"], nn=50)
+    assert str(err.value).startswith(
+        "snngen.evaluate() got an unexpected keyword argument 'nn'; did you mean n=?")
+    assert "--" not in str(err.value) and isinstance(err.value, TypeError)
+    with pytest.raises(ConfigError, match=r"^overrides 5: expected a list of key=value "
+                                          r"strings or a dict"):
+        snngen.train(SAE_CONFIG, 5)
+    with pytest.raises(SnngenError, match=r"^config 5: expected the path of a YAML run config"):
+        snngen.train(5)
+    with pytest.raises(SnngenError, match=r"^resume 3: expected a run folder to continue"):
+        snngen.train(SAE_CONFIG, resume=3)
+    with pytest.raises(SnngenError, match=r"^metrics 5: expected metric names"):
+        snngen.evaluate(run.path, 5)
+    assert sorted(str(p.relative_to(work)) for p in work.rglob("*")) == before  # nothing written
 
 
 # ----------------------------------------------------------------------------- leaderboard

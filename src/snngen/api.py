@@ -3,8 +3,10 @@
 Each function runs the code of its command (``snngen train | sample | eval | leaderboard``):
 the command line only parses arguments and prints around the functions here, so a notebook and
 a shell give the same run folders, the same samples for a seed and the same metrics. A bad
-value raises :class:`~snngen.errors.SnngenError` with the one line the command would print
-(option names are spelled as the command's flags, e.g. ``--steps 0: must be ...``).
+value raises :class:`~snngen.errors.SnngenError` with the one line the command would print,
+naming the keyword argument where the command names its flag (``steps 0: must be ...`` here,
+``--steps 0: must be ...`` there); an unknown keyword raises
+:class:`~snngen.errors.ArgumentError` (a ``TypeError`` too) naming it.
 
 >>> import snngen
 >>> run = snngen.train("configs/sae_mnist5k.yaml", trainer__max_steps=100)   # doctest: +SKIP
@@ -21,13 +23,13 @@ import math
 import numbers
 import os
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from snngen import provenance
-from snngen.errors import ConfigError, SnngenError
+from snngen.errors import ArgumentError, ConfigError, SnngenError
 
 if typing.TYPE_CHECKING:
     import torch
@@ -62,9 +64,10 @@ def format_overrides(
     if isinstance(overrides, Mapping):
         out += [_format_override(str(k), v) for k, v in overrides.items()]
     elif overrides is not None:
-        if isinstance(overrides, (str, bytes)):
+        if isinstance(overrides, (str, bytes)) or not isinstance(overrides, Iterable):
             raise ConfigError(
-                f"overrides {overrides!r}: expected a list of key=value strings or a dict")
+                f"overrides {overrides!r}: expected a list of key=value strings or a dict, "
+                "e.g. ['trainer.max_steps=100'] or {'trainer.max_steps': 100}")
         for item in overrides:
             if not isinstance(item, str):
                 raise ConfigError(f"override {item!r}: expected a key=value string")
@@ -239,6 +242,10 @@ def train(
     """
     from snngen.console import configure_warnings
 
+    if config is not None:
+        _check_path("config", config, "the path of a YAML run config")
+    if resume is not None:
+        _check_path("resume", resume, "a run folder to continue")
     args = format_overrides(overrides, **kw)
     configure_warnings()  # Lightning's framework warnings, as the command (unless verbose)
     call = _call("train", config, overrides, resume=resume, evaluate=evaluate, **kw)
@@ -308,7 +315,7 @@ class _CheckedSample:
 
         _check_whole("n", n)
         checked = {k: options.pop(k) for k in CHECKED_SAMPLE_OPTIONS if k in options}
-        options.update(sample_kwargs(self.model, **checked))
+        options.update(sample_kwargs(self.model, True, **checked))
         return type(self.model).sample(self.model, n, **options)
 
 
@@ -344,29 +351,32 @@ def sample(
     """
     from snngen.evaluation import generate, require_sampling, sample_kwargs
 
+    _check_keywords(sample, options)
     _check_whole("n", n)
     _check_whole("batch_size", batch_size)
     _check_seed(seed)
     run, model = _open_model(model_or_run_dir, device)
     require_sampling(model, run.path if run is not None else "snngen.sample")
-    kwargs = sample_kwargs(model, **options)
+    kwargs = sample_kwargs(model, True, **options)
     return generate(model, n, batch_size, seed=seed, progress=progress, **kwargs)
 
 
 # ----------------------------------------------------------------------------- evaluate
 
 
-def check_metrics(metrics: str | Sequence[str]) -> list[str]:
+def check_metrics(metrics: str | Sequence[str], name: str = "--metrics") -> list[str]:
     """The metric names of ``--metrics`` (a comma list or a list); a one-line
-    :class:`SnngenError` for an unknown one or none."""
+    :class:`SnngenError` for an unknown one or none, naming the option as ``name``."""
     from snngen.evaluation import METRICS
 
+    if not isinstance(metrics, (str, Iterable)):
+        raise SnngenError(f"{name} {metrics!r}: expected metric names, e.g. 'mse,fid'")
     items = metrics.split(",") if isinstance(metrics, str) else list(metrics)
     names = [str(m).strip() for m in items if str(m).strip()]
     known = set(METRICS)
     bad = [m for m in names if m not in known]
     if bad or not names:
-        raise SnngenError(f"--metrics: unknown {bad or names}; choose from {sorted(known)}")
+        raise SnngenError(f"{name}: unknown {bad or names}; choose from {sorted(known)}")
     return names
 
 
@@ -387,13 +397,16 @@ def evaluate_run(
     shard_size: int | None = None,
     fresh: bool = False,
     sample_options: dict | None = None,
+    keywords: bool = False,
 ) -> dict:
     """``snngen eval RUN`` on an opened run (after its ``--metrics`` and ``--device`` checks):
     check the request (``metrics`` None: the run's configured ones,
     :func:`~snngen.evaluation.configured_metrics`; each must apply to the model), move the
     model to ``device`` (None: leave it), evaluate with the samples kept in
     ``RUN/samples/<protocol>[/<sampler>]/``, merge the result into ``out`` (default
-    ``RUN/metrics.json``; earlier results are kept, :mod:`snngen.results`) and return it."""
+    ``RUN/metrics.json``; earlier results are kept, :mod:`snngen.results`) and return it.
+    Messages name the options as the command's flags, or with ``keywords`` as
+    :func:`evaluate`'s keyword arguments."""
     from snngen.evaluation import (
         SampleFolder,
         check_evaluation_request,
@@ -403,18 +416,23 @@ def evaluate_run(
         write_metrics,
     )
     from snngen.files import check_writable_folder
+    from snngen.metrics.plan import CLI_FLAGS
     from snngen.results import read_metrics_file
     from snngen.runs import attach_training_set, open_datasets
 
+    names = {**CLI_FLAGS, "out": "--out"}
+    if keywords:
+        names = {key: key for key in names}
     if metrics is None:
         metrics = configured_metrics(run.cfg, run.model)
     protocol = protocol or run.cfg.eval.protocol
     check_evaluation_request(metrics, n, features, run.model, protocol=protocol,
                              dataset=run.cfg.data.name, ref_stats=ref_stats,
-                             inception_logits=inception_logits)
-    kwargs = sample_kwargs(run.model, **(sample_options or {}))
+                             inception_logits=inception_logits, metrics_flag=names["metrics"],
+                             n_flag=names["n"], features_flag=names["features"], flags=names)
+    kwargs = sample_kwargs(run.model, keywords, **(sample_options or {}))
     out = Path(out) if out else run.path / "metrics.json"
-    check_writable_folder(out.parent, 1_000_000, what="--out")
+    check_writable_folder(out.parent, 1_000_000, what=names["out"])
     read_metrics_file(out)  # an unreadable earlier file is refused now, not after the work
     if device is not None:
         run.model.to(device)
@@ -470,7 +488,8 @@ def evaluate(
     """
     from snngen.devices import check_devices
 
-    names = None if metrics is None else check_metrics(metrics)
+    _check_keywords(evaluate, sample_options)
+    names = None if metrics is None else check_metrics(metrics, "metrics")
     _check_whole("devices", devices)
     for key, value in (("n", n), ("batch_size", batch_size), ("shard_size", shard_size)):
         if value is not None:
@@ -486,6 +505,7 @@ def evaluate(
             run, names, dev, protocol=protocol, n=n, features=features, ref_stats=ref_stats,
             inception_logits=inception_logits, seed=seed, batch_size=batch_size, out=out,
             devices=devices, shard_size=shard_size, fresh=fresh, sample_options=sample_options,
+            keywords=True,
         )
 
 
@@ -582,6 +602,33 @@ def _require_run(run: Run | None) -> Run:
         raise SnngenError("this model has no run folder; pass a run folder or a model from "
                           "snngen.load(RUN)")
     return run
+
+
+def _check_keywords(function: Any, options: Mapping[str, Any]) -> None:
+    """Refuse keyword arguments of ``function`` (:func:`sample`, :func:`evaluate`) that are
+    neither its parameters nor sampling options (:data:`CHECKED_SAMPLE_OPTIONS`): one line
+    naming the keyword, the closest valid one, and the sampling options."""
+    import difflib
+
+    unknown = [key for key in options if key not in CHECKED_SAMPLE_OPTIONS]
+    if not unknown:
+        return
+    valid = [p for p in inspect.signature(function).parameters
+             if p not in ("model_or_run_dir", "options", "sample_options")]
+    close = difflib.get_close_matches(unknown[0], [*valid, *CHECKED_SAMPLE_OPTIONS], n=1)
+    hint = f"; did you mean {close[0]}=?" if close else ""
+    if unknown[0] == "out" and function is sample:  # the command's --out writes files
+        hint = "; it returns the samples: snngen.viz.save_grid(samples, path) writes a PNG"
+    raise ArgumentError(
+        f"snngen.{function.__name__}() got an unexpected keyword argument {unknown[0]!r}{hint} "
+        f"(its keywords: {', '.join(valid)}; sampling options: "
+        f"{', '.join(CHECKED_SAMPLE_OPTIONS)})"
+    )
+
+
+def _check_path(name: str, value: Any, what: str) -> None:
+    if not isinstance(value, (str, os.PathLike)):
+        raise ArgumentError(f"{name} {value!r}: expected {what} (a str or a path)")
 
 
 def _check_whole(name: str, value: Any) -> None:

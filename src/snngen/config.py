@@ -42,6 +42,9 @@ EVAL_METRICS = ("mse", "fid", "kid", "is", "pr", "aefd")
 #: (mse where it reconstructs, fid and kid where it samples)
 DEFAULT_EVAL_METRICS = ("mse", "fid", "kid")
 EVAL_FEATURES = ("classifier", "inception")
+#: the largest float32 (``torch.finfo(torch.float32).max``): every float key ends up in float32
+#: tensors or an optimiser step on float32 weights, where a larger value cannot be converted
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def _check_number(
@@ -130,6 +133,31 @@ class OptimConfig:
         _at_least(self, "min_lr", 0)
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr: must be <= lr ({self.lr:g}), got {self.min_lr!r}")
+        check_optimizer_range(self, self.lr, "lr")
+
+
+def check_optimizer_range(optim: OptimConfig, lr: float, key: str, scaled: bool = False
+                          ) -> None:
+    """Raise ``ValueError("key: ...")`` unless every scalar the optimiser ``optim`` with
+    learning rate ``lr`` hands torch's float32 update kernels fits in float32.
+
+    Adam's scalar is its bias-corrected step size ``lr / (1 - betas[0]^t)``, largest at step 1;
+    AdamW also scales each weight by ``1 - lr * weight_decay``; SGD passes ``lr``. torch refuses
+    a scalar beyond float32 ("value cannot be converted to type float without overflow") only
+    at the first optimiser step, after the run folder exists, so it is refused here instead.
+    """
+    if optim.name in ("adam", "adamw"):
+        step, what = lr / (1 - optim.betas[0]), "Adam's first step lr / (1 - betas[0])"
+    else:
+        step, what = lr, "SGD's step lr"
+    if optim.name == "adamw" and lr * optim.weight_decay > step:
+        step, what = lr * optim.weight_decay, "AdamW's decay lr * weight_decay"
+    if step > FLOAT32_MAX:
+        lr_text = f"{lr:g} after lr_reference_batch scaling" if scaled else f"{lr:g}"
+        raise ValueError(
+            f"{key}: too large: {what} is {step:.3g}, beyond float32's {FLOAT32_MAX:.3g}; "
+            f"got lr {lr_text}"
+        )
 
 
 @dataclass
@@ -288,6 +316,8 @@ class RunConfig:
                 "trainer.max_cpu_minutes budget alone has none: set trainer.max_steps (or "
                 "max_epochs), or use optim.schedule: constant"
             )
+        if self.optim.lr_reference_batch:
+            check_optimizer_range(self.optim, scaled_lr(self), "optim.lr", scaled=True)
         if not self.out_dir.strip() or "\0" in self.out_dir:
             raise ValueError(f"out_dir: must be a folder path, got {self.out_dir!r}")
         if self.name is not None and (
@@ -297,6 +327,16 @@ class RunConfig:
             raise ValueError(
                 f"name: must be a plain folder name (no '/', not '.' or '..'), got {self.name!r}"
             )
+
+
+def scaled_lr(cfg: RunConfig) -> float:
+    """The learning rate after ``optim.lr_reference_batch`` scaling, for the devices the config
+    names (``trainer.devices`` x ``num_nodes``; ``auto`` counts as one device)."""
+    o, t = cfg.optim, cfg.trainer
+    if not o.lr_reference_batch:
+        return o.lr
+    devices = t.devices if isinstance(t.devices, int) else len(device_list(t.devices)) or 1
+    return o.lr * cfg.data.batch_size * devices * t.num_nodes / o.lr_reference_batch
 
 
 # ----------------------------------------------------------------------------- validation
@@ -324,6 +364,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError as err:
                 errors.append(err)
+        out_of_range = [e for e in errors if isinstance(e, _OutOfRange)]
+        if out_of_range:  # a number of the right type, but not one float32 can hold
+            raise ConfigError(str(out_of_range[0])) from None
         raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value in get_args(tp):
@@ -351,19 +394,35 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            return _float32_range(value, where)
     elif tp is str:
         if isinstance(value, str):
             return value
     else:
         raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover
     raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+
+
+class _OutOfRange(ConfigError):
+    """A number of the declared type that float32 cannot hold (kept through unions)."""
+
+
+def _float32_range(value: int | float | str, where: str) -> float:
+    """``value`` as a float (YAML 1.1 reads "1e-4" as a string), refusing NaN, infinities and
+    magnitudes beyond float32 (a float key ends up in float32 tensors or optimiser steps)."""
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float64
+        number = math.inf
+    except ValueError:
+        raise ConfigError(f"{where}: expected float, got {value!r}") from None
+    if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
+        raise _OutOfRange(
+            f"{where}: must be a finite number within float32's range "
+            f"(magnitude <= {FLOAT32_MAX:.4g}), got {value}"
+        )
+    return number
 
 
 def build_dataclass(cls: type, data: Any, where: str = "") -> Any:

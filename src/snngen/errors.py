@@ -7,3 +7,8 @@ class SnngenError(Exception):
 
 class ConfigError(SnngenError, ValueError):
     """A config file or override is invalid (unknown key, wrong type, bad value)."""
+
+
+class ArgumentError(SnngenError, TypeError):
+    """A Python API function was called with an argument it does not take (an unknown keyword,
+    a value of the wrong kind); the message names the argument as the caller wrote it."""

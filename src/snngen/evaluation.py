@@ -94,20 +94,21 @@ def configured_metrics(cfg: RunConfig, model: GenerativeModel) -> list[str]:
     return [m for m in DEFAULT_EVAL_METRICS if metric_applies(model, m)]
 
 
-def sample_kwargs(model: GenerativeModel, **options) -> dict:
+def sample_kwargs(model: GenerativeModel, keywords: bool = False, /, **options) -> dict:
     """Return the ``options`` that ``model.sample`` accepts, dropping ``None`` values.
 
     Each option is checked against its meaningful range: ``solver`` a known sampler, ``steps``
     in [1, the model's diffusion steps], ``threshold_scale`` > 0, ``temperature`` >= 0 (0: the
     most likely token), ``top_k`` >= 1, all finite. Raises :class:`~snngen.errors.SnngenError`
-    naming the option if a value is out of range or the model has no use for it.
+    naming the option if a value is out of range or the model has no use for it: as the
+    command's flag (``--top-k``), or with ``keywords`` as the Python keyword (``top_k``).
     """
     params = inspect.signature(model.sample).parameters
     out = {}
     for key, value in options.items():
         if value is None:
             continue
-        flag = "--" + key.replace("_", "-")
+        flag = key if keywords else "--" + key.replace("_", "-")
         _check_sample_option(model, flag, key, value)
         if key not in params:
             raise SnngenError(f"{flag} does not apply to model {model.name!r}")

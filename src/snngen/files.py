@@ -17,10 +17,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import inspect
 import io
 import os
+import pickletools
+import re
+import secrets
 import shutil
-import tempfile
+import sys
+import warnings
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -82,24 +88,143 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
 
     ``torch.load(..., weights_only=True)``: tensors, numbers, strings and plain containers; a
     pickle that asks for any other global (``os.system``, a class) is refused before anything
-    runs. Raises :class:`CheckpointError` naming the file if it is missing, unreadable,
-    truncated, unsafe, or does not hold a dict.
+    runs (torch's warnings while it reads such a file are not shown). Raises
+    :class:`CheckpointError` naming the file if it is missing, unreadable, not a torch
+    checkpoint, truncated, unsafe, or does not hold a dict: one whole sentence, torch's own text
+    shortened (with an ellipsis) where it is quoted.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        with open(path, "rb") as f:
+            head = f.read(len(_LEGACY_MAGIC))
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {describe_os_error(err)}") from None
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4" before a refusal
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - every failure is the same user error
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "weights_only" in str(err) or "Unsupported global" in str(err):
-            reason = "it asks to run code or build objects that a checkpoint never holds"
-        raise CheckpointError(f"{path} is not a valid checkpoint ({reason[:200]})") from None
+        raise CheckpointError(f"{path} is not a valid checkpoint ({_why_not(path, head, err)})"
+                              ) from None
     if not isinstance(obj, dict):
         raise CheckpointError(
             f"{path} is not a valid checkpoint (holds a {type(obj).__name__}, not a dict)"
         )
     return obj
+
+
+#: how every file ``torch.save`` writes begins: a zip archive, or (before torch 1.6, and with
+#: ``_use_new_zipfile_serialization=False``) a protocol-2 pickle of torch's magic number
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+#: pickle opcodes that import a global or call one: what a checkpoint of data never needs
+_CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"}
+_CODE = "it asks to run code or build objects that a checkpoint never holds"
+
+
+def _why_not(path: Path, head: bytes, err: Exception) -> str:
+    """Why ``torch.load`` refused ``path`` (first bytes ``head``), as the end of a sentence."""
+    text = str(err)
+    found = re.search(r"unsupported GLOBAL (\S+)|Unsupported global: GLOBAL (\S+)", text, re.I)
+    if found:
+        name = found.group(1) or found.group(2)
+        if _exists(name):
+            return f"{_CODE}: {name}"
+        return f"it is truncated or damaged: it names {name!r}, which does not exist"
+    if not head:
+        return "the file is empty"
+    if len(head) < len(_LEGACY_MAGIC) and _LEGACY_MAGIC.startswith(head):
+        return f"it is truncated: {len(head)} bytes of torch's older format"
+    if head.startswith(_ZIP_MAGIC) or head.startswith(_LEGACY_MAGIC):
+        if head.startswith(_ZIP_MAGIC) and not _zip_complete(path):
+            return "it is truncated: a torch zip archive without its closing directory"
+        if head.startswith(_ZIP_MAGIC) and not _has_data_pkl(path):
+            return ("it is not a torch checkpoint: a zip archive without the data.pkl that "
+                    "torch.save writes")
+        return f"it is damaged: torch says {_quote(text or type(err).__name__)}"
+    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:  # a pickle's PROTO opcode
+        code = _pickle_global(path)
+        if code is not None:
+            return f"{_CODE}: {code}"
+        return "it is not a torch checkpoint: a Python pickle that torch.save did not write"
+    return ("it is not a torch checkpoint: neither the zip archive torch.save writes nor its "
+            "older pickle format")
+
+
+#: lines of torch's weights-only refusal that say nothing about this file
+_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
+def _quote(text: str, limit: int = 120) -> str:
+    """The line of torch's message ``text`` that says what is wrong, in quotes, cut to
+    ``limit`` characters with an ellipsis."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    line = next((ln for ln in lines if not ln.startswith(_BOILERPLATE)), lines[0] if lines
+                else text)
+    return repr(line if len(line) <= limit else line[: limit - 1].rstrip() + "…")
+
+
+def _exists(name: str) -> bool:
+    """Whether the global ``module.attr`` a pickle names exists in a module already imported
+    (never imports one: the name comes from an untrusted file). A truncated file names a cut
+    one (``torch._utils._re``); a hostile one names something real (``posix.system``)."""
+    if not all(name.split(".")):
+        return False
+    module, attr = name, ""
+    while module and module not in sys.modules:
+        module, _, last = module.rpartition(".")
+        attr = f"{last}.{attr}" if attr else last
+    obj: Any = sys.modules.get(module)
+    for part in attr.split(".") if attr else ():  # no module __getattr__ hook is run
+        obj = inspect.getattr_static(obj, part, None)
+    return bool(module) and obj is not None
+
+
+def _zip_complete(path: Path) -> bool:
+    """Whether ``path`` ends with a zip archive's end-of-central-directory record (a copy
+    that was cut short does not)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        f.seek(max(0, size - 65_557))  # the record (22 bytes) plus the longest zip comment
+        tail = f.read()
+    at = tail.rfind(b"PK\x05\x06")
+    # whole: its 22 bytes and the comment whose length it records end exactly at the file's end
+    return at >= 0 and at + 22 <= len(tail) and (
+        at + 22 + int.from_bytes(tail[at + 20:at + 22], "little") == len(tail))
+
+
+def _has_data_pkl(path: Path) -> bool:
+    """Whether the zip archive ``path`` holds a ``<name>/data.pkl`` (as every checkpoint
+    ``torch.save`` writes does); only its directory is read. True when zipfile cannot read it
+    (then torch's own words say what is damaged)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/data.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return True
+
+
+def _pickle_global(path: Path) -> str | None:
+    """The first global a pickle file imports or calls (``module.name``, or the opcode's name
+    when the name is built on the stack), None if it has none or is not a whole pickle.
+    The opcodes are only listed (:func:`pickletools.genops`), nothing is executed."""
+    strings: list[str] = []
+    try:
+        with open(path, "rb") as f:
+            for op, arg, _ in pickletools.genops(f):
+                if isinstance(arg, str):
+                    strings = [*strings[-1:], arg]
+                if op.name == "GLOBAL":
+                    return str(arg).replace(" ", ".")
+                if op.name == "STACK_GLOBAL":
+                    return ".".join(strings) if len(strings) == 2 else op.name
+                if op.name in _CODE_OPCODES:
+                    return op.name
+    except Exception:  # noqa: BLE001 - not a whole pickle: random bytes that began like one
+        return None
+    return None
 
 
 def is_state_dict(obj: Any) -> bool:
@@ -141,11 +266,28 @@ def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[IO]:
 
 
 def _make_temp(path: Path) -> tuple[int, str]:
+    """Create and open a new temporary file next to ``path``; return ``(fd, name)``.
+
+    Created with mode 0666 and ``O_EXCL``, so the process umask (and a default ACL of the
+    folder) gives it the permissions any new file there gets: 0644 under umask 022, 0664 under
+    002 (``tempfile.mkstemp`` would make every file snngen writes 0600, unreadable to
+    collaborators whatever the umask)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+        for _ in range(100):
+            name = path.parent / f"{TMP_PREFIX}{path.name}.{secrets.token_hex(4)}"
+            try:
+                return os.open(name, _TMP_FLAGS, 0o666), str(name)
+            except FileExistsError:
+                continue
+        raise FileExistsError(errno.EEXIST, f"no free temporary name next to {path}")
     except OSError as err:
         raise FileWriteError(f"cannot write {path}: {describe_os_error(err)}") from None
+
+
+#: how :func:`_make_temp` opens a temporary file: new only, never through a symlink
+_TMP_FLAGS = (os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+              | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -269,6 +269,25 @@ def check_data(cfg: RunConfig, train_set: Dataset, test_set: Dataset) -> None:
             f"{len(train_set)} training items, fewer than one global batch ({need}); "
             "lower data.batch_size"
         )
+    check_step_budget(cfg, len(train_set), world)
+
+
+def check_step_budget(cfg: RunConfig, n_train: int, world: int) -> None:
+    """Refuse a ``trainer.max_steps`` / ``max_epochs`` of 2**62 steps or more: the step counter
+    keeps that for runs that CPU time alone bounds (:data:`~snngen.training.UNLIMITED_STEPS`)."""
+    from snngen.training import UNLIMITED_STEPS, total_steps
+
+    t = cfg.trainer
+    if t.max_steps is None and t.max_epochs is None:
+        return
+    steps = total_steps(cfg, n_train, world)
+    if steps >= UNLIMITED_STEPS:
+        key, value = ("max_steps", t.max_steps) if t.max_steps is not None else (
+            "max_epochs", t.max_epochs)
+        raise ConfigError(
+            f"trainer.{key}={value}: {steps:.3g} steps is more than a run can count "
+            f"(fewer than 2**62 = {UNLIMITED_STEPS:.3g})"
+        )
 
 
 def check_resume_target(

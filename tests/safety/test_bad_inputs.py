@@ -16,7 +16,7 @@ TRAIN_CASES = {
     "batch_size_0": (["data.batch_size=0"], ["data.batch_size", ">= 1", "got 0"]),
     "batch_size_neg": (["data.batch_size=-4"], ["data.batch_size", "got -4"]),
     "lr_neg": (["optim.lr=-1"], ["optim.lr", "> 0", "got -1"]),
-    "lr_nan": (["optim.lr=.nan"], ["optim.lr", "> 0"]),
+    "lr_nan": (["optim.lr=.nan"], ["optim.lr", "finite", "nan"]),
     "betas": (["optim.betas=[0.9, 1.5]"], ["optim.betas", "[0, 1)"]),
     "precision": (["trainer.precision=banana"], ["trainer.precision", "32-true", "'banana'"]),
     "devices_0": (["trainer.devices=0"], ["trainer.devices", ">= 1", "got 0"]),

@@ -14,6 +14,7 @@ The golden tests load the originals' weights through the same ``convert`` that
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -50,44 +51,78 @@ def find_weights(checkpoint: Any, weight_keys: tuple[str, ...], where: str = "ch
     already a flat mapping of tensors."""
     if not isinstance(checkpoint, dict):
         raise ImportMismatch(f"{where}: holds a {type(checkpoint).__name__}, not a dict of weights")
-    for key in (*weight_keys, "state_dict", "model"):
+    looked = tuple(dict.fromkeys((*weight_keys, "state_dict", "model")))
+    for key in looked:
         inner = checkpoint.get(key)
         if isinstance(inner, dict) and inner:
             return find_weights(inner, weight_keys, f"{where}[{key!r}]")
     if checkpoint and all(isinstance(v, Tensor) for v in checkpoint.values()):
         return checkpoint
+    if not checkpoint:
+        raise ImportMismatch(f"{where}: holds an empty dict, no weights")
+    keys = _some_keys(checkpoint)
+    if not _has_tensor(checkpoint):
+        raise ImportMismatch(f"{where}: holds no tensors at all, so no weights (its keys: {keys})")
     raise ImportMismatch(
-        f"{where}: no weights found (looked for keys {', '.join(map(repr, weight_keys))}, "
-        "'state_dict', 'model' or a flat dict of tensors)"
+        f"{where}: no weights found under {' or '.join(map(repr, looked))}, and it is not a "
+        f"flat dict of tensors (its keys: {keys})"
     )
 
 
+def _some_keys(mapping: dict, limit: int = 5) -> str:
+    """The first ``limit`` keys of ``mapping`` for a message (each cut to 40 characters)."""
+    shown = [r if len(r := repr(k)) <= 40 else r[:39] + "…" for k in list(mapping)[:limit]]
+    more = f", ... ({len(mapping)} in all)" if len(mapping) > limit else ""
+    return ", ".join(shown) + more
+
+
+def _has_tensor(obj: Any, depth: int = 0) -> bool:
+    """Whether ``obj`` (nested dicts, lists, tuples; 20 levels at most) holds any tensor."""
+    if isinstance(obj, Tensor):
+        return True
+    if depth >= 20:
+        return False
+    items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
+    return any(_has_tensor(v, depth + 1) for v in items)
+
+
 def check_converted(
-    converted: dict[str, Tensor], model: nn.Module, where: str = "checkpoint"
+    converted: dict[str, Tensor], model: nn.Module, where: str = "checkpoint",
+    original_key: Callable[[str, nn.Module], str] | None = None,
 ) -> None:
     """Raise :class:`ImportMismatch` naming the first key of ``model``'s state dict that
-    ``converted`` lacks or holds with another shape (and the first extra key, if any)."""
+    ``converted`` lacks or holds with another shape (and the first extra key, if any).
+
+    ``original_key(key, model)``: the original's name of snngen's ``key`` (the family's inverse
+    key map); messages name the weight as the original file does, and snngen's key after it."""
+    def name(key: str) -> str:
+        theirs = original_key(key, model) if original_key is not None else key
+        return repr(theirs) if theirs == key else f"{theirs!r} (snngen {key!r})"
+
     expected = model.state_dict()
     for key, value in expected.items():
         if key not in converted:
-            raise ImportMismatch(f"{where}: missing weight {key!r} (shape {tuple(value.shape)})")
+            raise ImportMismatch(f"{where}: missing weight {name(key)}, shape "
+                                 f"{tuple(value.shape)}")
         got = converted[key]
         if not isinstance(got, Tensor) or tuple(got.shape) != tuple(value.shape):
             shape = tuple(got.shape) if isinstance(got, Tensor) else type(got).__name__
             raise ImportMismatch(
-                f"{where}: weight {key!r} has shape {shape}, the config's model needs "
+                f"{where}: weight {name(key)} has shape {shape}, the config's model needs "
                 f"{tuple(value.shape)}"
             )
     extra = [k for k in converted if k not in expected]
     if extra:
-        raise ImportMismatch(f"{where}: weight {extra[0]!r} has no place in the config's model")
+        raise ImportMismatch(f"{where}: weight {name(extra[0])} has no place in the config's "
+                             "model")
 
 
 def load_original(model: nn.Module, original: dict[str, Tensor], family: str,
                   where: str = "checkpoint") -> nn.Module:
     """Load an original state dict into ``model`` through ``family``'s key map; return model."""
-    converted = importer(family).convert(original, model)
-    check_converted(converted, model, where)
+    module = importer(family)
+    converted = module.convert(original, model)
+    check_converted(converted, model, where, getattr(module, "original_key", None))
     model.load_state_dict(converted, strict=True)
     return model
 

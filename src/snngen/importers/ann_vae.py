@@ -34,10 +34,30 @@ def target_key(key: str, levels: int) -> str:
     return key
 
 
+def original_key(key: str, model: GenerativeModel) -> str:
+    """The original ANN VAE's name of snngen's key ``key`` (the inverse of :func:`target_key`,
+    for messages about a weight the original file lacks); other keys are returned unchanged."""
+    levels = len(model.cfg.channels)
+    m = re.fullmatch(r"(encoder|decoder)\.(\d+)\.(.+)", key)
+    if m:
+        index, rest = int(m[2]), m[3]
+        if m[1] == "decoder" and index == 3 * levels:
+            return f"final_layer.3.{rest}"
+        level, sub = divmod(index, 3)
+        if sub == 2:  # an activation: no weights in the original
+            return key
+        if m[1] == "decoder" and level == levels - 1:
+            return f"final_layer.{sub}.{rest}"
+        return f"{m[1]}.{level}.{sub}.{rest}"
+    if key.startswith("from_latent."):
+        return "decoder_input." + key.removeprefix("from_latent.")
+    return key
+
+
 def convert(original: dict[str, Tensor], model: GenerativeModel) -> dict[str, Tensor]:
     """Map an original ANN VAE state dict onto ``model``'s (an ``ANNVAE``) keys."""
     levels = len(model.cfg.channels)
     return {target_key(k.removeprefix("module."), levels): v for k, v in original.items()}
 
 
-__all__ = ["WEIGHT_KEYS", "convert", "target_key"]
+__all__ = ["WEIGHT_KEYS", "convert", "original_key", "target_key"]

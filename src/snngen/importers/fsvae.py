@@ -63,6 +63,36 @@ def target_key(key: str, levels: int) -> str:
     return key
 
 
+def original_key(key: str, model: GenerativeModel) -> str:
+    """The original FSVAE's name of snngen's key ``key`` (the inverse of :func:`target_key`,
+    for messages about a weight the original file lacks); other keys are returned unchanged."""
+    levels = len(model.cfg.channels)
+    m = re.fullmatch(r"(encoder|decoder)\.(\d+)\.(.+)", key)
+    if m:
+        index, rest = int(m[2]), m[3]
+        if m[1] == "decoder" and index == 3 * levels:
+            return f"final_layer.1.{rest}"
+        level, sub = divmod(index, 3)
+        if sub == 2:  # a neuron: no weights in the original
+            return key
+        head = "final_layer.0" if m[1] == "decoder" and level == levels - 1 else (
+            f"{m[1]}.{level}")
+        return _with_bn(head, sub, rest)
+    m = re.fullmatch(r"(posterior|prior)_net\.blocks\.(\d+)\.([01])\.(.+)", key)
+    if m:
+        return _with_bn(f"{m[1]}.layers.{m[2]}", int(m[3]), m[4])
+    m = re.fullmatch(r"(to_latent|from_latent)\.([01])\.(.+)", key)
+    if m:
+        head = "before_latent_layer" if m[1] == "to_latent" else "decoder_input"
+        return _with_bn(head, int(m[2]), m[3])
+    return key
+
+
+def _with_bn(head: str, sub: int, rest: str) -> str:
+    """``head.rest`` for a layer (``sub`` 0), ``head.bn.rest`` for its tdBN (``sub`` 1)."""
+    return f"{head}.bn.{rest}" if sub else f"{head}.{rest}"
+
+
 def _check_readout(coef: Tensor, model: GenerativeModel) -> None:
     steps, decay = model.cfg.num_steps, model.cfg.readout_decay
     want = torch.pow(decay, torch.arange(steps - 1, -1, -1, dtype=torch.float64))
@@ -93,4 +123,4 @@ def convert(original: dict[str, Tensor], model: GenerativeModel) -> dict[str, Te
     return out
 
 
-__all__ = ["WEIGHT_KEYS", "convert", "target_key"]
+__all__ = ["WEIGHT_KEYS", "convert", "original_key", "target_key"]

@@ -47,6 +47,22 @@ def _target(key: str, levels: int) -> str | None:
     return None
 
 
+def original_key(key: str, model: GenerativeModel) -> str:
+    """The tutorial's name of snngen's key ``key`` (the inverse of :func:`_target`, for
+    messages about a weight the original file lacks); other keys are returned unchanged."""
+    module, _, rest = key.partition(".")
+    index, _, leaf = rest.partition(".")
+    if not index.isdigit() or not leaf:
+        return key
+    if module == "to_latent" and index == "0":
+        return f"encoder.{3 * len(model.cfg.channels) + 1}.{leaf}"
+    if module == "from_latent" and index == "0":
+        return f"linearNet.0.{leaf}"
+    if module == "decoder":
+        return f"decoder.{int(index) + 2}.{leaf}"
+    return key
+
+
 def _check_neuron(key: str, value: Tensor, model: GenerativeModel, levels: int) -> None:
     """Raise :class:`ImportMismatch` when a ``Leaky`` buffer disagrees with the config."""
     cfg = model.cfg

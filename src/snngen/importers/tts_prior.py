@@ -62,6 +62,20 @@ def original_name(key: str) -> str:
     return key
 
 
+def original_key(key: str, model: nn.Module) -> str:
+    """The original's name of snngen's key ``key`` of ``model`` (a ``VQPrior``: its ``gpt.*``
+    and ``stage1.*``; a bare ``SpikingGPT``), for messages about a weight the file lacks."""
+    _, prefix = _gpt_and_prefix(model)
+    if not prefix:
+        return original_name(key)
+    if key.startswith("stage1."):
+        return STAGE1_PREFIX + importer("tts-vqvae").original_key(key[len("stage1."):],
+                                                                  model.stage1)
+    if key.startswith("gpt."):
+        return GPT_PREFIX + original_name(key[len("gpt."):])
+    return key
+
+
 def _gpt_and_prefix(model: nn.Module) -> tuple[nn.Module, str]:
     from snngen.models.prior import SpikingGPT
 

@@ -92,6 +92,64 @@ def key_map(original_keys, model: GenerativeModel) -> dict[str, str]:
     return out
 
 
+#: the last ``features`` index of each slice of LPIPS's VGG16 (``lpips.pretrained_networks.
+#: vgg16``: slice1 = features[0:4], slice2 = [4:9], slice3 = [9:16], slice4 = [16:23],
+#: slice5 = [23:30])
+_LPIPS_SLICE_ENDS = (4, 9, 16, 23, 30)
+_MID_NAMES = {v: k for k, v in _MID.items()}
+
+
+def original_key(key: str, model: GenerativeModel) -> str:
+    """The original's name of snngen's key ``key`` (the inverse of :func:`map_key`, for
+    messages about a weight the original file lacks); other keys are returned unchanged."""
+    levels = len(model.cfg.ch_mult)
+    m = re.match(r"^(encoder|decoder)\.mid\.([012])\.(.+)$", key)
+    if m:
+        name = _MID_NAMES[m.group(2)]
+        rest = _original_block_part(m.group(3), key, model) if "block" in name else m.group(3)
+        return f"{m.group(1)}.mid.{name}.{rest}"
+    m = re.match(r"^(encoder\.down|decoder\.up)\.(\d+)\.(.+)$", key)
+    if m:
+        level, resample = divmod(int(m.group(2)), 2)
+        part, kind = ("encoder.down", "downsample") if m.group(1) == "encoder.down" else (
+            "decoder.up", "upsample")
+        if part == "decoder.up":
+            level = levels - 1 - level
+        if resample:
+            return f"{part}.{level}.{kind}.{m.group(3)}"
+        b = re.match(r"^(blocks|attns)\.(\d+)\.(.+)$", m.group(3))
+        if b is None:
+            return key
+        if b.group(1) == "attns":
+            return f"{part}.{level}.attn.{b.group(2)}.{b.group(3)}"
+        return f"{part}.{level}.block.{b.group(2)}.{_original_block_part(b.group(3), key, model)}"
+    if key.startswith("discriminator."):
+        return "loss." + key
+    m = re.match(r"^perceptual\.features\.(\d+)\.(weight|bias)$", key)
+    if m:
+        n = int(m.group(1))
+        k = next((i + 1 for i, end in enumerate(_LPIPS_SLICE_ENDS) if n < end), 5)
+        return f"loss.perceptual_loss.net.slice{k}.{n}.{m.group(2)}"
+    m = re.match(r"^perceptual\.lins\.(\d)\.weight$", key)
+    if m:
+        return f"loss.perceptual_loss.lin{m.group(1)}.model.1.weight"
+    m = re.match(r"^perceptual\.(shift|scale)$", key)
+    if m:
+        return f"loss.perceptual_loss.scaling_layer.{m.group(1)}"
+    return key
+
+
+def _original_block_part(rest: str, key: str, model: GenerativeModel) -> str:
+    """A ResnetBlock's part under its original name: snngen's ``shortcut`` is the original's
+    ``nin_shortcut`` (a 1x1 conv) or ``conv_shortcut`` (3x3)."""
+    head, _, tail = rest.partition(".")
+    if head != "shortcut":
+        return rest
+    weight = model.state_dict().get(key.rsplit(".", 1)[0] + ".weight")
+    conv3 = weight is not None and weight.dim() == 4 and weight.shape[-1] > 1
+    return f"{'conv_shortcut' if conv3 else 'nin_shortcut'}.{tail}"
+
+
 def _check_neuron_constants(original: dict[str, Tensor], model: GenerativeModel) -> None:
     neuron = model.cfg.neuron
     if not isinstance(neuron, dict) or "v_threshold" not in neuron:
@@ -120,4 +178,4 @@ def convert(original: dict[str, Tensor], model: GenerativeModel) -> dict[str, Te
     return out
 
 
-__all__ = ["WEIGHT_KEYS", "convert", "key_map", "map_key"]
+__all__ = ["WEIGHT_KEYS", "convert", "key_map", "map_key", "original_key"]

@@ -110,7 +110,9 @@ class IntermixedParser(OneLineParser):
     _intermixing = False
 
     def parse_known_args(self, args=None, namespace=None):
-        if self._intermixing:  # the intermixed parse's own two passes
+        if self._intermixing or self._subparsers is not None:
+            # the intermixed parse's own two passes; a command group (``snngen datasets
+            # download``) leaves the rest of the line to its sub-command's parser
             return super().parse_known_args(args, namespace)
         self._intermixing = True
         try:

@@ -8,12 +8,18 @@ the expected values (``max|actual - expected| <= tol * max(1, max|expected|)``).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from snngen.spiking.neurons import MultiStepNeuron
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOLERANCE = {torch.float64: 1e-6, torch.float32: 1e-4}
@@ -46,3 +52,186 @@ def assert_matches(actual: Tensor, expected: Tensor, what: str, tol: float | Non
     assert diff <= tol * scale, (
         f"{what}: differs from the original by {diff:.3g} (tol {tol * scale:.3g})"
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# float32 through spiking thresholds: the original's spikes, neuron by neuron
+#
+# In float32, two correct implementations (or one on two processors: oneDNN's AVX-512 and AVX2
+# kernels sum in different orders) give membranes that differ in the last bits. Where a membrane
+# lies that close to the threshold, the spike flips, and chained through a network one flip
+# changes everything downstream (the VQ-VAE decoder's output by 0.057 on an AVX-512 EPYC). So
+# float32 fixtures also record, for every neuron update of the original, its spikes and the
+# membranes that lie near the threshold (:func:`neuron_record`); the tests then run snngen with
+# :func:`original_spikes`, which compares each neuron's spikes with the original's and passes the
+# ORIGINAL's spikes on: every stage between two neuron layers is fed the original's own input, so
+# a flip cannot cascade, and continuous outputs keep the float32 tolerance above.
+#
+# A spike may differ from the original's only where the original's membrane h lies within
+# BAND * scale of the threshold, scale = max(|threshold|, max |h| of that neuron call). Why
+# 2^-16 (128 ulp of the scale): a membrane is a sum of up to a few hundred products (a 3x3 conv
+# over 32 channels: 288; GroupNorm's mean and variance over 2048 values) after a chain of
+# normalisations, and two summation orders of n terms may differ by up to about n * 2^-24 of
+# the sum of magnitudes (the recursive-summation bound), i.e. 2^-16 of the scale for n ~ 256;
+# measured, snngen's float32 membranes differ from its float64 ones on the same inputs by at
+# most 8 ulp of the scale (VQ-VAE decoder: 4e-6 at scale 4), 16 times inside the band. A slip
+# that moves membranes by more than that (a wrong threshold, a missing or wrong layer, another
+# interpolation) flips spikes far from the threshold and fails.
+# After a neuron's first flip its own later steps follow another reset, so an element is judged
+# at its first differing step only; the rest of its steps are not compared (they still pass the
+# original's spikes on). Flips are counted (:class:`FlipReport`): at most the number of the
+# original's membranes in the band, which the report states.
+
+BAND = 2.0**-16
+RECORD_RADIUS = 2.0**-10  # relative to the scale: the fixture keeps membranes this near
+
+
+def pack_bits(flags: Tensor) -> Tensor:
+    """Booleans (any shape, flattened) -> uint8, 8 per byte, least significant bit first."""
+    flat = flags.detach().flatten().to(torch.int32)
+    flat = torch.cat([flat, flat.new_zeros((-flat.numel()) % 8)]).view(-1, 8)
+    return (flat << torch.arange(8, dtype=torch.int32)).sum(1).to(torch.uint8)
+
+
+def unpack_bits(packed: Tensor, count: int) -> Tensor:
+    """Inverse of :func:`pack_bits`: the first ``count`` booleans."""
+    bits = (packed.to(torch.int32).unsqueeze(1) >> torch.arange(8, dtype=torch.int32)) & 1
+    return bits.flatten()[:count].bool()
+
+
+def neuron_record(name: str, membrane: Tensor, spikes: Tensor, threshold: float) -> dict:
+    """What a fixture keeps of one neuron call of the original (used by the builders).
+
+    ``membrane``: the charge before reset ``[T, B, ...]`` (time first, in snngen's layout);
+    ``spikes``: the spikes of the same shape. Keeps the spikes (bit-packed), the threshold,
+    the scale ``max(|threshold|, max |membrane|)`` and, where a membrane lies within
+    ``RECORD_RADIUS * scale`` of the threshold, its flat index and value.
+    """
+    h = membrane.detach()
+    scale = max(abs(float(threshold)), h.double().abs().max().item() if h.numel() else 0.0)
+    near = ((h.double() - threshold).abs() <= RECORD_RADIUS * scale).flatten().nonzero()
+    near = near.flatten()
+    return {"name": name, "shape": list(h.shape), "threshold": float(threshold),
+            "scale": scale, "spikes": pack_bits(spikes != 0),
+            "near": near.to(torch.int32), "near_membrane": h.flatten()[near].clone()}
+
+
+@dataclass
+class FlipReport:
+    """Spike flips seen by :func:`original_spikes`: per flip, the neuron call, the original's
+    name of the neuron and the margin ``|h - threshold| / scale`` of the original's membrane."""
+
+    what: str
+    calls: int = 0
+    spikes: int = 0
+    in_band: int = 0  # the original's membranes within the band (the most flips possible)
+    flips: list[tuple[int, str, float]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        worst = max((m for *_, m in self.flips), default=0.0)
+        return (f"{self.what}: {len(self.flips)} spike flip(s) in {self.spikes} spikes of "
+                f"{self.calls} neuron calls (the original has {self.in_band} membranes within "
+                f"{BAND:.3g} x scale of the threshold; largest flip margin {worst:.2g} x scale)")
+
+
+def _force(spikes: Tensor, rec: dict, call: int, report: FlipReport) -> Tensor:
+    """Check snngen's ``spikes`` against the original's ``rec``; return the original's (with
+    snngen's gradient path: ``spikes + (original - spikes).detach()``)."""
+    where = f"{report.what}: neuron call {call} (the original's {rec['name']})"
+    assert list(spikes.shape) == rec["shape"], (
+        f"{where}: snngen's spikes are shaped {list(spikes.shape)}, the original's {rec['shape']}")
+    original = unpack_bits(rec["spikes"], spikes.numel()).view(spikes.shape).to(spikes.dtype)
+    differ = (spikes.detach() != original).reshape(spikes.shape[0], -1)  # [T, N]
+    element = differ.any(0).nonzero().flatten()
+    first = differ[:, element].int().argmax(0)  # each element's first differing step
+    flat = first * differ.shape[1] + element
+    margin = dict(zip(rec["near"].tolist(), ((rec["near_membrane"].double() - rec["threshold"])
+                                            .abs() / rec["scale"]).tolist(), strict=True))
+    bad = [i for i in flat.tolist() if margin.get(i, math.inf) > BAND]
+    assert not bad, (
+        f"{where}: {len(bad)} of {spikes.numel()} spikes differ from the original's where its "
+        f"membrane is not within {BAND:.3g} x scale of the threshold {rec['threshold']:g} "
+        f"(scale {rec['scale']:.3g}); first at flat index {bad[0]}: "
+        + (f"margin {margin[bad[0]]:.3g}" if bad[0] in margin else "margin > 2^-10"))
+    report.calls += 1
+    report.spikes += spikes.numel()
+    report.in_band += sum(m <= BAND for m in margin.values())
+    report.flips += [(call, rec["name"], margin[i]) for i in flat.tolist()]
+    return spikes + (original - spikes).detach()
+
+
+@contextmanager
+def original_spikes(model: nn.Module, records: list[dict], what: str) -> Iterator[FlipReport]:
+    """Run ``model``'s neurons on the original's spikes (see the comment above).
+
+    Every call of a snngen neuron (``MultiStepNeuron``, through ``__call__``) is paired, in
+    call order, with the next of ``records`` (:func:`neuron_record` dicts, in the original's
+    call order); its spikes are checked against the original's and replaced by them. On leaving,
+    every record must have been used. Yields the :class:`FlipReport`.
+    """
+    report = FlipReport(what)
+    pending = list(records)
+    calls = [0]
+
+    def hook(module: nn.Module, args: tuple, out: Any) -> Any:
+        calls[0] += 1
+        assert pending, (f"{what}: snngen's neuron call {calls[0]} ({type(module).__name__}) "
+                         f"has no counterpart: the original made {len(records)} neuron calls")
+        spikes = out[0] if isinstance(out, tuple) else out
+        forced = _force(spikes, pending.pop(0), calls[0], report)
+        return (forced, *out[1:]) if isinstance(out, tuple) else forced
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, MultiStepNeuron)]
+    try:
+        yield report
+    finally:
+        for h in handles:
+            h.remove()
+    assert not pending, (f"{what}: snngen made {calls[0]} neuron calls, the original "
+                         f"{len(records)} (next unmatched: {pending[0]['name']})")
+    print(report)
+
+
+class NeuronLog:
+    """Builder side: the original's neuron updates, turned into :func:`neuron_record` dicts.
+
+    ``add(module, name, membrane, spikes, threshold)`` is called by a builder's patch of the
+    original's neuron at every update: one step ``[B, ...]`` of a single-step neuron (snnTorch's
+    ``Leaky``, braincog's ``LIFNode``, spikingjelly's nodes), or a whole call ``[T, B, ...]``.
+    :meth:`records` groups a single-step neuron's updates ``steps`` at a time into calls, orders
+    all calls by their first update and returns their records.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[tuple[int, str, Tensor, Tensor, float]] = []
+
+    def add(self, module: nn.Module, name: str, membrane: Tensor, spikes: Tensor,
+            threshold: float) -> None:
+        self.events.append((id(module), name, membrane.detach().clone(),
+                            spikes.detach().clone(), float(threshold)))
+
+    def records(self, steps: int | None = None, layout: Any = None) -> list[dict]:
+        """``steps``: updates per call (single-step neurons) or None (each update is a call);
+        ``layout(name, tensor [T, ...])``: the original's layout -> snngen's (default: as is)."""
+        per_module: dict[int, list[int]] = {}
+        for i, (key, *_rest) in enumerate(self.events):
+            per_module.setdefault(key, []).append(i)
+        calls = []
+        for indices in per_module.values():
+            size = steps or 1
+            assert len(indices) % size == 0, f"{len(indices)} updates, not a multiple of {size}"
+            calls += [indices[j:j + size] for j in range(0, len(indices), size)]
+        out = []
+        for call in sorted(calls, key=lambda c: c[0]):
+            _, name, _, _, threshold = self.events[call[0]]
+            if steps:
+                h = torch.stack([self.events[i][2] for i in call])
+                s = torch.stack([self.events[i][3] for i in call])
+            else:
+                h, s = self.events[call[0]][2:4]
+            if layout is not None:
+                h, s = layout(name, h), layout(name, s)
+            out.append(neuron_record(name, h, s, threshold))
+        self.events.clear()
+        return out

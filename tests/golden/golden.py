@@ -116,6 +116,35 @@ def neuron_record(name: str, membrane: Tensor, spikes: Tensor, threshold: float)
             "near": near.to(torch.int32), "near_membrane": h.flatten()[near].clone()}
 
 
+def pack_records(records: list[dict]) -> dict:
+    """A list of :func:`neuron_record` dicts as one dict of a few tensors (a fixture stores each
+    tensor with some overhead: a DDIM run has 950 neuron calls)."""
+    return {
+        "names": [r["name"] for r in records], "shapes": [r["shape"] for r in records],
+        "threshold": torch.tensor([r["threshold"] for r in records], dtype=torch.float64),
+        "scale": torch.tensor([r["scale"] for r in records], dtype=torch.float64),
+        "spikes": torch.cat([r["spikes"] for r in records]),
+        "near_count": torch.tensor([len(r["near"]) for r in records]),
+        "near": torch.cat([r["near"] for r in records]),
+        "near_membrane": torch.cat([r["near_membrane"] for r in records]),
+    }
+
+
+def unpack_records(packed: dict) -> list[dict]:
+    """Inverse of :func:`pack_records`."""
+    out, spikes, near = [], 0, 0
+    for i, (name, shape) in enumerate(zip(packed["names"], packed["shapes"], strict=True)):
+        size, count = (math.prod(shape) + 7) // 8, int(packed["near_count"][i])
+        out.append({"name": name, "shape": list(shape),
+                    "threshold": float(packed["threshold"][i]),
+                    "scale": float(packed["scale"][i]),
+                    "spikes": packed["spikes"][spikes:spikes + size],
+                    "near": packed["near"][near:near + count],
+                    "near_membrane": packed["near_membrane"][near:near + count]})
+        spikes, near = spikes + size, near + count
+    return out
+
+
 @dataclass
 class FlipReport:
     """Spike flips seen by :func:`original_spikes`: per flip, the neuron call, the original's
@@ -193,11 +222,13 @@ def _membrane(module: MultiStepNeuron, x: Tensor) -> Tensor:
 
 
 @contextmanager
-def original_spikes(model: nn.Module, records: list[dict] | None,
+def original_spikes(model: nn.Module, records: dict | list[dict] | None,
                     what: str) -> Iterator[FlipReport]:
     """Run ``model``'s neurons on the original's spikes (see the comment above).
 
-    ``records`` None (a float64 fixture, compared exactly and chained): nothing is changed.
+    ``records``: the original's neuron calls (:func:`pack_records` or a list of
+    :func:`neuron_record`); None (a float64 fixture, compared exactly and chained): nothing is
+    changed.
 
     Every call of a snngen neuron (``MultiStepNeuron``, through ``__call__``) is paired, in
     call order, with the next of ``records`` (:func:`neuron_record` dicts, in the original's
@@ -208,13 +239,14 @@ def original_spikes(model: nn.Module, records: list[dict] | None,
     if records is None:
         yield report
         return
-    pending = list(records)
+    pending = unpack_records(records) if isinstance(records, dict) else list(records)
+    total = len(pending)
     calls = [0]
 
     def hook(module: nn.Module, args: tuple, out: Any) -> Any:
         calls[0] += 1
         assert pending, (f"{what}: snngen's neuron call {calls[0]} ({type(module).__name__}) "
-                         f"has no counterpart: the original made {len(records)} neuron calls")
+                         f"has no counterpart: the original made {total} neuron calls")
         spikes = out[0] if isinstance(out, tuple) else out
         forced = _force(spikes, pending.pop(0), calls[0], report,
                         lambda: _membrane(module, args[0]))
@@ -228,7 +260,7 @@ def original_spikes(model: nn.Module, records: list[dict] | None,
         for h in handles:
             h.remove()
     assert not pending, (f"{what}: snngen made {calls[0]} neuron calls, the original "
-                         f"{len(records)} (next unmatched: {pending[0]['name']})")
+                         f"{total} (next unmatched: {pending[0]['name']})")
     print(report)
 
 
@@ -250,9 +282,10 @@ class NeuronLog:
         self.events.append((id(module), name, membrane.detach().clone(),
                             spikes.detach().clone(), float(threshold)))
 
-    def records(self, steps: int | None = None, layout: Any = None) -> list[dict]:
+    def records(self, steps: int | None = None, layout: Any = None) -> dict:
         """``steps``: updates per call (single-step neurons) or None (each update is a call);
-        ``layout(name, tensor [T, ...])``: the original's layout -> snngen's (default: as is)."""
+        ``layout(name, tensor [T, ...])``: the original's layout -> snngen's (default: as is).
+        Returns the calls packed (:func:`pack_records`)."""
         per_module: dict[int, list[int]] = {}
         for i, (key, *_rest) in enumerate(self.events):
             per_module.setdefault(key, []).append(i)
@@ -273,4 +306,4 @@ class NeuronLog:
                 h, s = layout(name, h), layout(name, s)
             out.append(neuron_record(name, h, s, threshold))
         self.events.clear()
-        return out
+        return pack_records(out)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from golden import assert_matches, load_fixture, original_spikes
+from golden import assert_matches, load_fixture, original_spikes, unpack_records
 
 from snngen.config import build_run_config
 from snngen.importers import ImportMismatch, importer, load_original
@@ -96,6 +96,7 @@ def test_eval_forward_and_loss(fx):
     model.eval()
     exp = fx["eval"]
     calls = exp.get("neurons")  # float32: the encoder's 4 neuron calls, then the decoder's 5
+    calls = None if calls is None else unpack_records(calls)
     encoder, decoder = (None, None) if calls is None else (calls[:4], calls[4:])
     with torch.no_grad():
         with original_spikes(model, calls, "eval forward") as flips:

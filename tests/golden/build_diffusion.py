@@ -31,6 +31,10 @@ What is adjusted, and why:
 * Random draws: the originals draw noise from torch's global generator; the builder seeds it and
   records the seed; snngen's samplers are given a generator with the same seed and consume it in
   the same order (checked by the tests: a different order gives different samples).
+
+The float32 U-Net forwards and the float32 DDIM run also record every neuron call of the original
+(spikes and near-threshold membranes, :class:`LoggedNeurons`), on which the tests run snngen's
+float32 U-Net (``golden.original_spikes``).
 """
 
 from __future__ import annotations

@@ -38,6 +38,10 @@ Fixtures (all float64 unless named ``float32``):
 * ``ann_vae``: the ANN VAE: train mode (outputs, mu, log_var, losses, gradients, running stats),
   eval reconstruction, samples, float32 repeat.
 
+The float32 repeat of ``fsvae_small`` also records every ``LIFSpike`` call of the train step,
+the eval forward and the sampling (spikes and near-threshold membranes, :func:`logged_neurons`),
+on which the tests run snngen (``golden.original_spikes``).
+
 Build: ``SNNGEN_ORIGINALS=/work/.mirror python3 tests/golden/make_fixtures.py --only fsvae``.
 """
 

@@ -28,7 +28,9 @@ group spikes):
 Float64 runs: braincog's surrogate returns ``x.gt(0).float()`` (float32 spikes even for a
 float64 input, which the float64 ``Linear`` after it refuses), so while float64 fixtures are
 made the builder has it return the spikes in the input's dtype - the values (0/1) are the same.
-The float32 fixtures run braincog unchanged.
+The float32 fixtures run braincog unchanged and record every neuron call of the compared forwards
+(``neurons_train``, ``neurons_eval``, ``neurons_loss``: spikes and near-threshold membranes,
+``golden.NeuronLog``), on which the tests run snngen (``golden.original_spikes``).
 """
 
 from __future__ import annotations

@@ -29,6 +29,9 @@ input, the train-mode reconstruction, latent spikes and the spikes of every ``Le
 (time-first), the MSE loss, its gradients w.r.t. the input (which is also the loss's target)
 and every parameter, and the
 eval-mode reconstruction, latent spikes and loss (with the post-forward running statistics).
+The float32 fixture also records every neuron call of both forwards with its near-threshold
+membranes (``train["neurons"]``, ``eval["neurons"]``; ``golden.NeuronLog``), on which the tests
+run snngen (``golden.original_spikes``).
 
 Build: ``SNNGEN_ORIGINALS=/work/.mirror python3 tests/golden/make_fixtures.py --only sae``.
 """

@@ -9,6 +9,9 @@ the original's N-MNIST config): LPIPS needs VGG16 weights that are not available
 the original's ``LPIPS`` class is replaced by an empty module before the loss is built.
 
 In float64, braincog's spikes are returned in the input's dtype (:func:`spikes_in_input_dtype`).
+The float32 run (encoder, quantiser and decoder only) also records every neuron call of the
+encoder and of the decoder with its near-threshold membranes (:func:`neuron_calls`), on which
+the tests run snngen (``golden.original_spikes``).
 
 The original's own ``training_step`` is run with stand-ins for what Lightning provides
 (``optimizers()`` that record the gradients at ``step()``, ``log``, ``manual_backward``, and a

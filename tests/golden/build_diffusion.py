@@ -31,6 +31,10 @@ What is adjusted, and why:
 * Random draws: the originals draw noise from torch's global generator; the builder seeds it and
   records the seed; snngen's samplers are given a generator with the same seed and consume it in
   the same order (checked by the tests: a different order gives different samples).
+
+The float32 U-Net forwards and the float32 DDIM run also record every neuron call of the original
+(spikes and near-threshold membranes, :class:`LoggedNeurons`), on which the tests run snngen's
+float32 U-Net (``golden.original_spikes``).
 """
 
 from __future__ import annotations
@@ -123,6 +127,47 @@ def _double_extract(diffusion_module: types.ModuleType) -> None:
 # --------------------------------------------------------------------------- U-Net
 
 
+class LoggedNeurons:
+    """``with LoggedNeurons(net) as calls:`` records every spikingjelly ``IFNode`` call of
+    ``net`` (multi-step, hard reset) as ``golden.neuron_record`` dicts in ``calls``. The node's
+    own ``multi_step_forward`` computes the spikes (eval mode: its TorchScript loop); the
+    membranes are recomputed from its input and spikes with its update (``h = v + x``, then
+    ``v = h (1 - s) + v_reset s``), elementwise and so bit-identical, and checked against the
+    spikes (``s = h >= v_threshold``)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        from golden import NeuronLog
+
+        self.net, self.log, self.calls = net, NeuronLog(), {}
+        self.names = {id(m): n for n, m in net.named_modules()}
+
+    def __enter__(self) -> dict:
+        from spikingjelly.activation_based.neuron import IFNode
+
+        self.cls, self.forward = IFNode, IFNode.multi_step_forward
+        log, forward, names = self.log, self.forward, self.names
+
+        def logged(node, x_seq):
+            v = node.v
+            spikes = forward(node, x_seq)
+            membranes = []
+            for x, s in zip(x_seq, spikes, strict=True):
+                h = v + x
+                membranes.append(h)
+                v = h * (1.0 - s) + node.v_reset * s
+            h = torch.stack(membranes)
+            assert torch.equal((h >= node.v_threshold).to(spikes.dtype), spikes)
+            log.add(node, names[id(node)], h, spikes, node.v_threshold)
+            return spikes
+
+        IFNode.multi_step_forward = logged
+        return self.calls
+
+    def __exit__(self, *exc) -> None:
+        self.cls.multi_step_forward = self.forward
+        self.calls.update(self.log.records())
+
+
 def unet_payload(unet_cls, functional, diffusion, seed: int) -> dict:
     """Forward (train and eval), loss and gradients of one original U-Net, float64 + float32."""
     torch.manual_seed(seed)
@@ -166,10 +211,12 @@ def unet_payload(unet_cls, functional, diffusion, seed: int) -> dict:
     net32 = unet_cls(**UNET)
     net32.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     net32.eval()
-    out["eval_eps_float32"] = net32(x.float(), t).detach()
+    with LoggedNeurons(net32) as out["eval_neurons_float32"]:
+        out["eval_eps_float32"] = net32(x.float(), t).detach()
     functional.reset_net(net32)
     net32.train()
-    out["train_eps_float32"] = net32(x.float(), t).detach()
+    with LoggedNeurons(net32) as out["train_neurons_float32"]:
+        out["train_eps_float32"] = net32(x.float(), t).detach()
     functional.reset_net(net32)
     return out
 
@@ -235,8 +282,9 @@ def sampler_payload_float32(diffusion, functional, unet_cls, unet_state, x_T) ->
     net.load_state_dict({k: v.float() if v.is_floating_point() else v
                          for k, v in unet_state.items()})
     net.eval()
-    x, _ = sampler_run(diffusion, functional, net, 1000, "ddim", 50, x_T.float(), 22)
-    return {"unet_ddim_50_float32": x}
+    with LoggedNeurons(net) as calls:
+        x, _ = sampler_run(diffusion, functional, net, 1000, "ddim", 50, x_T.float(), 22)
+    return {"unet_ddim_50_float32": x, "unet_ddim_50_float32_neurons": calls}
 
 
 # --------------------------------------------------------------------------- Analytic-DPM

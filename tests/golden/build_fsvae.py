@@ -38,6 +38,10 @@ Fixtures (all float64 unless named ``float32``):
 * ``ann_vae``: the ANN VAE: train mode (outputs, mu, log_var, losses, gradients, running stats),
   eval reconstruction, samples, float32 repeat.
 
+The float32 repeat of ``fsvae_small`` also records every ``LIFSpike`` call of the train step,
+the eval forward and the sampling (spikes and near-threshold membranes, :func:`logged_neurons`),
+on which the tests run snngen (``golden.original_spikes``).
+
 Build: ``SNNGEN_ORIGINALS=/work/.mirror python3 tests/golden/make_fixtures.py --only fsvae``.
 """
 
@@ -149,6 +153,56 @@ def recording():
         torch.randint, random.random, torch.randn_like = randint, rand, randn_like
 
 
+@contextlib.contextmanager
+def logged_neurons(orig, net: torch.nn.Module, full_only: bool = False):
+    """Record every ``LIFSpike`` call of ``net`` (float32 fixtures): yields a dict that is
+    filled, on leaving, with the calls as ``golden.pack_records`` (time first, as snngen).
+
+    The membranes are recomputed from the call's input and spikes with ``state_update``'s own
+    expression (``u = tau u (1 - o) + x``, elementwise, so bit-identical) and checked against
+    the spikes (``u > Vth``). ``full_only``: of the posterior's and prior's calls keep only
+    those over all T steps (eval mode: snngen advances them one step at a time outside its
+    hooks, then runs each neuron once over the whole sequence; the original re-runs every
+    prefix)."""
+    from golden import NeuronLog
+
+    layers, log, steps = orig.layers, NeuronLog(), orig.glv.network_config["n_steps"]
+    names = {id(m): n for n, m in net.named_modules()}
+    forward = layers.LIFSpike.forward
+
+    def logged(self, x):
+        out = forward(self, x)
+        u = torch.zeros(x.shape[:-1], device=x.device)
+        o = torch.zeros_like(u)
+        membranes = []
+        for t in range(x.shape[-1]):
+            u = layers.tau * u * (1 - o) + x[..., t]
+            membranes.append(u)
+            o = out[..., t]
+        h = torch.stack(membranes)
+        assert torch.equal((h > layers.Vth).to(out.dtype), out.movedim(-1, 0))
+        name = names[id(self)]
+        if not (full_only and name.startswith(("posterior.", "prior.")) and len(h) != steps):
+            log.add(self, name, h, out.movedim(-1, 0), layers.Vth)
+        return out
+
+    layers.LIFSpike.forward = logged
+    calls: dict = {}
+    try:
+        yield calls
+    finally:
+        layers.LIFSpike.forward = forward
+        calls.update(log.records())
+
+
+def float32_neurons(orig, net: torch.nn.Module, full_only: bool = False):
+    """:func:`logged_neurons` in a float32 build, else nothing recorded (float64 fixtures are
+    compared exactly, chained)."""
+    if torch.get_default_dtype() == torch.float32:
+        return logged_neurons(orig, net, full_only)
+    return contextlib.nullcontext({})
+
+
 def detached(d: dict) -> dict:
     return {k: v.detach().clone() for k, v in d.items()}
 
@@ -194,7 +248,7 @@ def fsvae_train(net, orig, cfg: dict, x01: Tensor, scheduled: bool) -> dict:
     x = (x01 * 2 - 1).requires_grad_()
     torch.manual_seed(SEED_SCHED if scheduled else SEED_TRAIN)
     random.seed(SEED_SCHED)
-    with recording() as log:
+    with recording() as log, float32_neurons(orig, net) as neurons:
         recon, q_z, p_z, z = net(spikes_in(x, cfg["n_steps"]), scheduled=scheduled)
     mmd = net.loss_function_mmd(x, recon, q_z, p_z)
     kld = net.loss_function_kld(x, recon, q_z, p_z)
@@ -209,6 +263,8 @@ def fsvae_train(net, orig, cfg: dict, x01: Tensor, scheduled: bool) -> dict:
         "running_after": norm_buffers(net),
         "index": torch.stack(log["randint"]).view(cfg["n_steps"], cfg["batch"], -1),
     }
+    if neurons:
+        out["neurons"] = neurons
     if scheduled:
         out["p"] = SCHEDULED_P
         out["draws"] = torch.tensor(log["random"], dtype=torch.float64)
@@ -232,16 +288,16 @@ def fsvae_eval(net, orig, cfg: dict, x01: Tensor) -> dict:
     x = x01 * 2 - 1
     counter, handles = count_hooks(orig, net)
     torch.manual_seed(SEED_EVAL)
-    with torch.no_grad(), recording() as log:
+    with torch.no_grad(), recording() as log, float32_neurons(orig, net, True) as neurons:
         recon, q_z, p_z, z = net(spikes_in(x, cfg["n_steps"]), scheduled=True)
         mmd = net.loss_function_mmd(x, recon, q_z, p_z)
     for h in handles:
         h.remove()
     torch.manual_seed(SEED_SAMPLE)
-    with torch.no_grad():
+    with torch.no_grad(), float32_neurons(orig, net, True) as sample_neurons:
         sample_x, sample_z = net.sample(cfg["batch"])
     net.load_state_dict(state)
-    return {
+    out = {
         "seed": SEED_EVAL, "sample_seed": SEED_SAMPLE,
         "recon": recon, "q_z": q_z, "p_z": p_z, "z": z,
         "loss": mmd["loss"], "mse": mmd["Reconstruction_Loss"], "mmd": mmd["Distance_Loss"],
@@ -249,6 +305,9 @@ def fsvae_eval(net, orig, cfg: dict, x01: Tensor) -> dict:
         "count_add": float(counter.add_sum), "count_mul": float(counter.mul_sum),
         "sample": sample_x, "sample_z": sample_z,
     }
+    if neurons:  # float32
+        out["neurons"], out["sample_neurons"] = neurons, sample_neurons
+    return out
 
 
 def fsvae_fixture(orig, cfg: dict, large: bool, float32: bool) -> dict:

@@ -28,7 +28,9 @@ group spikes):
 Float64 runs: braincog's surrogate returns ``x.gt(0).float()`` (float32 spikes even for a
 float64 input, which the float64 ``Linear`` after it refuses), so while float64 fixtures are
 made the builder has it return the spikes in the input's dtype - the values (0/1) are the same.
-The float32 fixtures run braincog unchanged.
+The float32 fixtures run braincog unchanged and record every neuron call of the compared forwards
+(``neurons_train``, ``neurons_eval``, ``neurons_loss``: spikes and near-threshold membranes,
+``golden.NeuronLog``), on which the tests run snngen (``golden.original_spikes``).
 """
 
 from __future__ import annotations
@@ -168,6 +170,21 @@ def cached_logits(gpt, seq: torch.Tensor) -> torch.Tensor:
     return torch.stack(out, 1)
 
 
+def logged(gpt, fn):
+    """``fn()`` with every braincog neuron update of ``gpt`` recorded (float32 fixtures); returns
+    (its result, the neuron calls as ``golden.neuron_record`` dicts, in snngen's layout)."""
+    from build_vqvae import log_braincog
+    from golden import NeuronLog
+
+    log = NeuronLog()
+    undo = log_braincog(gpt, log)
+    try:
+        result = fn()
+    finally:
+        undo()
+    return result, log.records(gpt.time_step)
+
+
 def build_temporal(src_ct, mingpt, dtype, seed_codes) -> dict:
     g = torch.Generator().manual_seed(seed_codes)
     codes = torch.randint(0, VOCAB, (BATCH, H, W), generator=g)
@@ -183,9 +200,11 @@ def build_temporal(src_ct, mingpt, dtype, seed_codes) -> dict:
     idx[:, 0] = 0
     out["idx"] = idx
     net.train()
-    out["logits_train"] = gpt(idx)[0].detach()
+    logits, out["neurons_train"] = logged(gpt, lambda: gpt(idx)[0])
+    out["logits_train"] = logits.detach()
     net.eval()
-    out["logits_eval"] = gpt(idx)[0].detach()
+    logits, out["neurons_eval"] = logged(gpt, lambda: gpt(idx)[0])
+    out["logits_eval"] = logits.detach()
     gpt.reset()
 
     # loss on the stage-1 codes, through the wrapper (SOS, raster order, crop)
@@ -194,7 +213,7 @@ def build_temporal(src_ct, mingpt, dtype, seed_codes) -> dict:
     logits, target = net(x, x)
     out["loss_logits"], out["loss_target"] = logits.detach(), target
     net.zero_grad()
-    loss = net.shared_step({"image": x}, 0)
+    loss, out["neurons_loss"] = logged(gpt, lambda: net.shared_step({"image": x}, 0))
     loss.backward()
     out["loss"] = loss.detach()
     out["grads"], out["no_grad_params"] = grads_of(gpt)
@@ -259,7 +278,7 @@ def build_vanilla(src_ct, dtype, seed_codes) -> dict:
     out["loss_logits"], out["loss_target"] = logits.detach(), target
     net.zero_grad()
     random.seed(seed)
-    loss = net.shared_step({"image": x}, 0)
+    loss, out["neurons_loss"] = logged(gpt, lambda: net.shared_step({"image": x}, 0))
     loss.backward()
     out["loss"] = loss.detach()
     out["grads"], out["no_grad_params"] = grads_of(gpt)
@@ -293,7 +312,12 @@ def build(sources: dict[str, Path]) -> dict[str, dict]:
         van64 = build_vanilla(src_ct, torch.float64, seed_codes=4)
     gpt32 = build_temporal(src_ct, mingpt, torch.float32, seed_codes=3)
     van32 = build_vanilla(src_ct, torch.float32, seed_codes=4)
-    keep32 = ("state_dict", "logits_train", "logits_eval", "loss", "grads", "loss_logits")
+    keep32 = ("state_dict", "logits_train", "logits_eval", "loss", "grads", "loss_logits",
+              "neurons_train", "neurons_eval", "neurons_loss")
     gpt64["float32"] = {k: gpt32[k] for k in keep32}
-    van64["float32"] = {k: van32[k] for k in ("state_dict", "loss", "loss_logits", "grads")}
+    van64["float32"] = {k: van32[k] for k in ("state_dict", "loss", "loss_logits", "grads",
+                                              "neurons_loss")}
+    for fx in (gpt64, van64):  # (float64 is compared exactly: no neuron calls kept)
+        for key in ("neurons_train", "neurons_eval", "neurons_loss"):
+            fx.pop(key, None)
     return {"prior_gpt": gpt64, "prior_vanilla": van64}

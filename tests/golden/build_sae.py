@@ -29,6 +29,9 @@ input, the train-mode reconstruction, latent spikes and the spikes of every ``Le
 (time-first), the MSE loss, its gradients w.r.t. the input (which is also the loss's target)
 and every parameter, and the
 eval-mode reconstruction, latent spikes and loss (with the post-forward running statistics).
+The float32 fixture also records every neuron call of both forwards with its near-threshold
+membranes (``train["neurons"]``, ``eval["neurons"]``; ``golden.NeuronLog``), on which the tests
+run snngen (``golden.original_spikes``).
 
 Build: ``SNNGEN_ORIGINALS=/work/.mirror python3 tests/golden/make_fixtures.py --only sae``.
 """
@@ -128,17 +131,22 @@ def patch_atan_dtype() -> None:
     surrogate.ATan = ATanSameDtype
 
 
-def leaky_spike_hooks(net: torch.nn.Module, store: list) -> list:
-    """Record every ``Leaky``'s spikes, one list per layer (in module order), per step."""
+def leaky_spike_hooks(net: torch.nn.Module, store: list, log=None) -> list:
+    """Record every ``Leaky``'s spikes, one list per layer (in module order), per step; with
+    ``log`` (a ``golden.NeuronLog``), also every update's membrane (``Leaky.mem`` after the
+    step: the charge before the reset, which snnTorch applies at the next step)."""
     import snntorch as snn
 
     layers = [m for m in net.modules() if isinstance(m, snn.Leaky)]
+    names = {id(m): n for n, m in net.named_modules()}
     store.extend([] for _ in layers)
 
     def hook(i):
         def fn(module, inputs, output):
             spk = output[0] if isinstance(output, tuple) else output
             store[i].append(spk.detach().clone())
+            if log is not None:
+                log.add(module, names[id(module)], module.mem, spk, float(module.threshold))
         return fn
 
     return [m.register_forward_hook(hook(i)) for i, m in enumerate(layers)]
@@ -173,9 +181,12 @@ def run(src: Path, dtype: torch.dtype, seed: int, batch: int) -> dict:
     x = x * (torch.rand(batch, 1, 32, 32, generator=gen, dtype=dtype) < 0.6)  # some zeros
     state_before = {k: v.clone() for k, v in net.state_dict().items()}
 
+    from golden import NeuronLog
+
+    log = NeuronLog() if dtype == torch.float32 else None  # float32: every neuron call
     net.train()
     spikes: list = []
-    hooks = leaky_spike_hooks(net, spikes)
+    hooks = leaky_spike_hooks(net, spikes, log)
     xg = x.clone().requires_grad_(True)
     recon = net(xg)
     loss = ns["loss_fn"](recon, xg)  # the image is the input and the target
@@ -190,18 +201,22 @@ def run(src: Path, dtype: torch.dtype, seed: int, batch: int) -> dict:
         "grad_x": grads[0],
         "grads": {k: g for k, g in zip(params, grads[1:], strict=True)},
     }
+    if log is not None:
+        train["neurons"] = log.records(ns["num_steps"])
     state_after = {k: v.clone() for k, v in net.state_dict().items()
                    if k.rsplit(".", 1)[1] in ("running_mean", "running_var", "num_batches_tracked")}
 
     net.eval()
     spikes = []
-    hooks = leaky_spike_hooks(net, spikes)
+    hooks = leaky_spike_hooks(net, spikes, log)
     with torch.no_grad():
         recon_e = net(x)
         loss_e = ns["loss_fn"](recon_e, x)
     for h in hooks:
         h.remove()
     evaluation = {"recon": recon_e, "loss": loss_e, "latent": latent_spikes(net, spikes)}
+    if log is not None:
+        evaluation["neurons"] = log.records(ns["num_steps"])
     rates = [round(s.float().mean().item(), 3) for s in train["spikes"]]
     print(f"sae fixture {dtype}: loss {loss.item():.5f}, Leaky firing rates {rates}")
     return {

@@ -9,6 +9,9 @@ the original's N-MNIST config): LPIPS needs VGG16 weights that are not available
 the original's ``LPIPS`` class is replaced by an empty module before the loss is built.
 
 In float64, braincog's spikes are returned in the input's dtype (:func:`spikes_in_input_dtype`).
+The float32 run (encoder, quantiser and decoder only) also records every neuron call of the
+encoder and of the decoder with its near-threshold membranes (:func:`neuron_calls`), on which
+the tests run snngen (``golden.original_spikes``).
 
 The original's own ``training_step`` is run with stand-ins for what Lightning provides
 (``optimizers()`` that record the gradients at ``step()``, ``log``, ``manual_backward``, and a
@@ -255,6 +258,54 @@ def disc_buffers(model) -> dict:
             if "running" in k or "num_batches" in k}
 
 
+def log_braincog(model, log) -> callable:
+    """Make braincog's ``LIFNode`` report every update (the membrane before the spike, the
+    spike) of ``model``'s neurons to ``log`` (a ``golden.NeuronLog``); returns the undo."""
+    from braincog.base.node import LIFNode
+
+    names = {id(m): n for n, m in model.named_modules()}
+    calc_spike = LIFNode.calc_spike
+
+    def logged(self):
+        membrane = self.mem
+        calc_spike(self)
+        log.add(self, names[id(self)], membrane, self.spike, float(self.get_thres()))
+
+    LIFNode.calc_spike = logged
+    return lambda: setattr(LIFNode, "calc_spike", calc_spike)
+
+
+def snngen_layout(name: str, t: torch.Tensor) -> torch.Tensor:
+    """The attention's neurons as snngen runs them, on ``[T, B, C, H, W]``: the original's
+    ``q_lif`` sees ``[T, B, HW, C]``, its ``k_lif`` ``[T, B, C, HW]``."""
+    if name.endswith(("q_lif", "k_lif")):
+        if name.endswith("q_lif"):
+            t = t.transpose(2, 3)
+        side = round(t.shape[-1] ** 0.5)
+        return t.reshape(*t.shape[:3], side, side)
+    return t
+
+
+def neuron_calls(model, x_t, z_q) -> dict:
+    """The original's neuron calls (``golden.neuron_record``) of the encoder on ``x_t`` and of
+    the decoder on ``z_q``, eval mode, in snngen's layout."""
+    from golden import NeuronLog
+
+    log = NeuronLog()
+    undo = log_braincog(model, log)
+    model.eval()
+    with torch.no_grad():
+        model.reset()
+        model.encoder(x_t)
+        encoder = log.records(T, snngen_layout)
+        model.reset()
+        model.decode(z_q)
+        decoder = log.records(T, snngen_layout)
+        model.reset()
+    undo()
+    return {"encoder": encoder, "decoder": decoder}
+
+
 def case(model, x, x_t_model, *, step: int, events: bool, epoch: int = 0,
          components_only: bool = False) -> dict:
     """Everything recorded for one model in one dtype (``components_only``: the encoder,
@@ -311,14 +362,15 @@ def build(sources: dict[str, Path]) -> dict[str, dict]:
     # -- static images, temporal codebook (the paper's model)
     m64 = copy.deepcopy(main).double()
     m32 = copy.deepcopy(main).float()
+    # float32: stage by stage only, and every neuron call of the encoder and the decoder
+    # recorded (golden.original_spikes: a membrane within rounding of the threshold flips a
+    # spike depending on the processor's kernels; chained, the flip would cascade)
+    f64 = case(m64, x, torch.stack([x] * T), step=step, events=False)
+    f32 = case(m32, x.float(), torch.stack([x.float()] * T), step=step, events=False,
+               components_only=True)
+    f32["neurons"] = neuron_calls(m32, torch.stack([x.float()] * T), f32["z_q"])
     fixtures["vqvae_static_temporal"] = {
-        **common, "state_dict": base_sd, "images": images,
-        "float64": case(m64, x, torch.stack([x] * T), step=step, events=False),
-        # float32: stage by stage only (chained, a membrane within rounding of the threshold
-        # flips a spike depending on the BLAS kernel and thread count)
-        "float32": case(m32, x.float(), torch.stack([x.float()] * T), step=step, events=False,
-                        components_only=True),
-    }
+        **common, "state_dict": base_sd, "images": images, "float64": f64, "float32": f32}
 
     # -- static images, vanilla codebook (the baseline): same weights but the codebook
     torch.manual_seed(0)

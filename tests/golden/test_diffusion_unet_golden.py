@@ -5,14 +5,15 @@ Fixtures ``diffusion_unet`` / ``diffusion_unet_tsm`` (``build_diffusion.py``): a
 (ch 4, ch_mult [1, 2], 1 res block, T = 4, 8x8 RGB) with seeded weights and BN statistics; the
 original's eps in eval mode (running statistics) and train mode (batch statistics), the running
 statistics after the train forward, the training loss on a seeded ``t`` and noise, and its
-gradients w.r.t. the input and every parameter; float64, plus eval/train forwards in float32.
+gradients w.r.t. the input and every parameter; float64, plus eval/train forwards in float32
+(with every neuron fed the original's spikes, ``golden.original_spikes``).
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from golden import assert_matches, load_fixture
+from golden import assert_matches, load_fixture, original_spikes
 
 from snngen.importers import ImportMismatch, load_original
 from snngen.models.base import DataInfo
@@ -61,9 +62,11 @@ def test_forward_float32(case):
     model = build(kind, fx, torch.float32)
     model.eval()
     x = fx["x"].float()
-    assert_matches(model.unet(x, fx["t"]), fx["eval_eps_float32"], f"{kind} eval eps fp32")
-    model.train()
-    assert_matches(model.unet(x, fx["t"]), fx["train_eps_float32"], f"{kind} train eps fp32")
+    for mode in ("eval", "train"):
+        model.train(mode == "train")
+        with original_spikes(model, fx[f"{mode}_neurons_float32"], f"{kind} {mode}") as flips:
+            eps = model.unet(x, fx["t"])
+        assert_matches(eps, fx[f"{mode}_eps_float32"], f"{kind} {mode} eps fp32 ({flips})")
 
 
 def test_loss_and_gradients(case):

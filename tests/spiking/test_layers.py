@@ -239,7 +239,7 @@ def brute_force_attention(block: SpikingSelfAttention, x: torch.Tensor) -> torch
     """AttnBlockSnn written with explicit loops over t, b, query i, key j and channel c."""
     T, B, C, H, W = x.shape
     n = H * W
-    gn = nn.GroupNorm(block.norm.num_groups, C, eps=block.norm.eps)
+    gn = nn.GroupNorm(block.norm.num_groups, C, eps=block.norm.eps).to(x.dtype)
     gn.load_state_dict(block.norm.state_dict())
 
     def conv1x1(conv, h):
@@ -251,7 +251,7 @@ def brute_force_attention(block: SpikingSelfAttention, x: torch.Tensor) -> torch
     q = braincog_lif(conv1x1(block.q, h)).reshape(T, B, C, n)
     k = braincog_lif(conv1x1(block.k, h)).reshape(T, B, C, n)
     v = conv1x1(block.v, h).reshape(T, B, C, n)
-    out = torch.zeros(T, B, C, n)
+    out = torch.zeros(T, B, C, n, dtype=x.dtype)
     for t in range(T):
         for b in range(B):
             for i in range(n):
@@ -262,16 +262,19 @@ def brute_force_attention(block: SpikingSelfAttention, x: torch.Tensor) -> torch
 
 
 def test_spiking_self_attention_matches_loops():
-    block = SpikingSelfAttention(4, num_groups=2)
+    # float64: the loops sum the 1x1 convs in another order than Conv2d; in float32 a membrane
+    # within rounding of the threshold could then spike in one and not the other, depending on
+    # the processor's kernels (in float64 that needs a membrane within ~1e-15 of it)
+    block = SpikingSelfAttention(4, num_groups=2).double()
     with torch.no_grad():
         for conv in (block.q, block.k):
             conv.weight.mul_(4)
-    x = torch.randn(3, 2, 4, 2, 3)
+    x = torch.randn(3, 2, 4, 2, 3, dtype=torch.float64)
     with torch.no_grad():
         y = block(x)
         expected = brute_force_attention(block, x)
     assert y.shape == x.shape
-    torch.testing.assert_close(y, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(y, expected, rtol=1e-10, atol=1e-12)  # float64 rounding
     assert block.q_neuron is not block.k_neuron
 
 

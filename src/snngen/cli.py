@@ -215,21 +215,8 @@ def add_datasets_parser(sub, fmt) -> None:
                        help="show Lightning's own messages (see 'snngen --help')")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser of the ``snngen`` command."""
-    fmt = argparse.RawDescriptionHelpFormatter
-    parser = OneLineParser(
-        prog="snngen",
-        description="Spiking-neural-network generative models: train, sample, evaluate.",
-        epilog="run 'snngen COMMAND --help' for a command's options and examples",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="also show Lightning's own messages: its banners (GPU/TPU "
-                        "available, tips), logs and framework warnings (the same: "
-                        "SNNGEN_VERBOSE=1); also accepted after the command")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                parser_class=IntermixedParser)
-
+def _add_train_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
+    """``snngen train``: its arguments, help and examples."""
     p = sub.add_parser(
         "train", help="train a model from a YAML config", epilog=EPILOG_TRAIN, formatter_class=fmt
     )
@@ -241,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run in this folder exactly, up to its (or a larger) budget")
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
 
+
+
+def _add_sample_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
+    """``snngen sample``: its arguments, help and examples."""
     p = sub.add_parser(
         "sample", help="draw samples from a trained run", epilog=EPILOG_SAMPLE, formatter_class=fmt
     )
@@ -271,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_device_options(p, shards=False)
 
+
+
+def _add_eval_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
+    """``snngen eval``: its arguments, help and examples."""
     p = sub.add_parser(
         "eval", help="evaluate a trained run", epilog=EPILOG_EVAL, formatter_class=fmt
     )
@@ -313,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="samples drawn at once (default: the config's eval.batch_size)")
     add_device_options(p, shards=True)
 
+
+
+def _add_info_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
+    """``snngen info``: its arguments, help and examples."""
     p = sub.add_parser(
         "info",
         help="parameters, firing rates, SOPs, MACs, energy of a run",
@@ -325,6 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", choices=["original"], default=None,
                    help="FSVAE: also count additions/multiplications as the original code does")
 
+
+
+def _add_plot_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
+    """``snngen plot``: its arguments, help and examples."""
     p = sub.add_parser(
         "plot",
         help="pictures of a run: firing rates, spike rasters, membranes, chains, curves",
@@ -347,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma list of rates,raster,membrane,chain,codebook,curves")
     p.add_argument("--out", default=None, help="folder for the PNGs (default RUN/plots/)")
 
+
+
+def _add_import_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
+    """``snngen import``: its arguments, help and examples."""
     p = sub.add_parser(
         "import",
         help="turn an original system's checkpoint into a run folder",
@@ -362,6 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="take the trained weights, not the original's EMA copy")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the config")
 
+
+
+def _add_leaderboard_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
+    """``snngen leaderboard``: its arguments, help and examples."""
     p = sub.add_parser(
         "leaderboard",
         help="train every model family at one CPU budget on mnist5k, measure, tabulate",
@@ -388,10 +399,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remeasure", action="store_true",
                    help="measure every row again (trained stages are kept)")
 
-    add_datasets_parser(sub, fmt)
-    p = sub.add_parser(
+
+def _add_models_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
+    """``snngen models``: lists snngen's models and those of installed packages."""
+    sub.add_parser(
         "models", help="list the models", epilog="examples:\n  snngen models", formatter_class=fmt
     )
+
+
+def _add_classifier_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
+    """``snngen classifier``: its arguments, help and examples."""
     p = sub.add_parser(
         "classifier",
         help="train (or show) the in-package feature classifier",
@@ -400,10 +417,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("dataset", help="dataset name, e.g. mnist5k")
     p.add_argument("--root", default=None, help="data root for datasets that need one")
+
+
+COMMAND_PARSERS = (
+    _add_train_parser, _add_sample_parser, _add_eval_parser, _add_info_parser,
+    _add_plot_parser, _add_import_parser, _add_leaderboard_parser, add_datasets_parser,
+    _add_models_parser, _add_classifier_parser,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``snngen`` command."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = OneLineParser(
+        prog="snngen",
+        description="Spiking-neural-network generative models: train, sample, evaluate.",
+        epilog="run 'snngen COMMAND --help' for a command's options and examples",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show Lightning's own messages: its banners (GPU/TPU "
+                        "available, tips), logs and framework warnings (the same: "
+                        "SNNGEN_VERBOSE=1); also accepted after the command")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=IntermixedParser)
+
+    for add in COMMAND_PARSERS:  # one function per command, in the order --help lists them
+        add(sub, fmt)
     for command in sub.choices.values():  # `snngen train ... --verbose` works too
         command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                              help="show Lightning's own messages (see 'snngen --help')")
     return parser
+
+
 
 
 # ----------------------------------------------------------------------------- commands

@@ -14,6 +14,7 @@ import re
 
 from torch import Tensor
 
+from snngen.importers.fsvae import split_level_key
 from snngen.models.base import GenerativeModel
 
 #: the original saves a flat state dict (no EMA copy, no wrapper)
@@ -38,17 +39,16 @@ def original_key(key: str, model: GenerativeModel) -> str:
     """The original ANN VAE's name of snngen's key ``key`` (the inverse of :func:`target_key`,
     for messages about a weight the original file lacks); other keys are returned unchanged."""
     levels = len(model.cfg.channels)
-    m = re.fullmatch(r"(encoder|decoder)\.(\d+)\.(.+)", key)
-    if m:
-        index, rest = int(m[2]), m[3]
-        if m[1] == "decoder" and index == 3 * levels:
+    split = split_level_key(key, levels)
+    if split:
+        part, level, sub, rest = split
+        if part == "decoder" and level == levels:
             return f"final_layer.3.{rest}"
-        level, sub = divmod(index, 3)
         if sub == 2:  # an activation: no weights in the original
             return key
-        if m[1] == "decoder" and level == levels - 1:
+        if part == "decoder" and level == levels - 1:
             return f"final_layer.{sub}.{rest}"
-        return f"{m[1]}.{level}.{sub}.{rest}"
+        return f"{part}.{level}.{sub}.{rest}"
     if key.startswith("from_latent."):
         return "decoder_input." + key.removeprefix("from_latent.")
     return key

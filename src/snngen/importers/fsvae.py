@@ -63,20 +63,32 @@ def target_key(key: str, levels: int) -> str:
     return key
 
 
+def split_level_key(key: str, levels: int) -> tuple[str, int, int, str] | None:
+    """snngen's ``encoder.<i>.<rest>`` / ``decoder.<i>.<rest>`` of a FullySpikingVAE-shaped
+    network (3 modules a level: layer, norm, neuron) as ``(part, level, sub, rest)``; the
+    decoder's last layer (index ``3 * levels``) is level ``levels``, sub 0; ``None`` for other
+    keys."""
+    m = re.fullmatch(r"(encoder|decoder)\.(\d+)\.(.+)", key)
+    if not m:
+        return None
+    index, rest = int(m[2]), m[3]
+    if m[1] == "decoder" and index == 3 * levels:
+        return m[1], levels, 0, rest
+    return (m[1], *divmod(index, 3), rest)
+
+
 def original_key(key: str, model: GenerativeModel) -> str:
     """The original FSVAE's name of snngen's key ``key`` (the inverse of :func:`target_key`,
     for messages about a weight the original file lacks); other keys are returned unchanged."""
     levels = len(model.cfg.channels)
-    m = re.fullmatch(r"(encoder|decoder)\.(\d+)\.(.+)", key)
-    if m:
-        index, rest = int(m[2]), m[3]
-        if m[1] == "decoder" and index == 3 * levels:
+    split = split_level_key(key, levels)
+    if split:
+        part, level, sub, rest = split
+        if part == "decoder" and level == levels:
             return f"final_layer.1.{rest}"
-        level, sub = divmod(index, 3)
         if sub == 2:  # a neuron: no weights in the original
             return key
-        head = "final_layer.0" if m[1] == "decoder" and level == levels - 1 else (
-            f"{m[1]}.{level}")
+        head = "final_layer.0" if part == "decoder" and level == levels - 1 else f"{part}.{level}"
         return _with_bn(head, sub, rest)
     m = re.fullmatch(r"(posterior|prior)_net\.blocks\.(\d+)\.([01])\.(.+)", key)
     if m:

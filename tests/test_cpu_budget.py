@@ -76,7 +76,7 @@ def test_cpu_time_carries_over_a_resume(tmp_path, tiny_data, monkeypatch):
 
 @pytest.mark.parametrize("trainer, message", [
     ({"max_cpu_minutes": 0}, "max_cpu_minutes: must be a number > 0"),
-    ({"max_cpu_minutes": float("nan")}, "max_cpu_minutes: must be a number > 0"),
+    ({"max_cpu_minutes": float("nan")}, "max_cpu_minutes: must be a finite number"),
     ({"max_cpu_minutes": None, "max_epochs": None},
      "set trainer.max_steps, trainer.max_epochs or trainer.max_cpu_minutes"),
     ({"max_cpu_minutes": None, "max_steps": 5, "cpu_snapshots": 2},

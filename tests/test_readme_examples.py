@@ -20,6 +20,8 @@ import io
 import json
 import re
 import shlex
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -68,14 +70,27 @@ def python_blocks(text: str) -> list[tuple[str, bool]]:
 
 def exec_blocks(text: str, name: str, ns: dict | None = None) -> tuple[dict, str]:
     """Execute the text's runnable python blocks in one namespace; returns it and their stdout."""
-    ns = {"__name__": "__readme__", **(ns or {})}
+    # a real module, so that code defining dataclasses (which look their module up) runs too
+    module = types.ModuleType("__readme__")
+    module.__dict__.update(ns or {})
+    ns = module.__dict__
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    with contextlib.redirect_stdout(out), _registered(module):
         for i, (code, run) in enumerate(python_blocks(text)):
             compiled = compile(code, f"{name} block {i}", "exec")
             if run:
                 exec(compiled, ns)
     return ns, out.getvalue()
+
+
+@contextlib.contextmanager
+def _registered(module: types.ModuleType):
+    """``module`` in ``sys.modules`` while the blocks run."""
+    sys.modules[module.__name__] = module
+    try:
+        yield
+    finally:
+        sys.modules.pop(module.__name__, None)
 
 
 def run_blocks(title: str) -> tuple[dict, str]:

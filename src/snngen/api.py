@@ -207,11 +207,11 @@ def _training_device(accelerator: str) -> str:
     return "cuda" if cuda else "cpu"
 
 
-def _call(name: str, *args: Any, **kw: Any) -> str:
-    """``snngen.name(args, kw=...)`` as written, for the provenance of an API call."""
+def _call(func: str, /, *args: Any, **kw: Any) -> str:
+    """``snngen.func(args, kw=...)`` as written, for the provenance of an API call."""
     parts = [repr(os.fspath(a) if isinstance(a, os.PathLike) else a) for a in args]
     parts += [f"{k}={v!r}" for k, v in kw.items()]
-    return f"snngen.{name}({', '.join(parts)})"
+    return f"snngen.{func}({', '.join(parts)})"
 
 
 def train(

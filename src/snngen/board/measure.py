@@ -31,7 +31,7 @@ import torch
 from snngen.board.entries import CONVERSION_TIMESTEPS, SNAPSHOTS, Entry, Stage, entry
 from snngen.board.floor import FLOORS_DIR, cached_floor, floor_source
 from snngen.board.settings import INCEPTION_PROTOCOL, PROTOCOL, Board, BoardSettings
-from snngen.metrics.protocols import DataSource
+from snngen.metrics.reference import DataSource
 from snngen.training import snapshot_name
 
 #: calibration images (training split) of the ANN-to-SNN conversion

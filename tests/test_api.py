@@ -150,8 +150,8 @@ def test_import_is_cheap_and_exports_the_api():
             "print(any(m in sys.modules for m in ('torch', 'lightning', 'snngen.api')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split("\n")
-    assert out[0] == str(sorted(["__version__", "evaluate", "leaderboard", "load", "sample",
-                                 "train"]))
+    assert out[0] == str(sorted(["__version__", "evaluate", "leaderboard", "load", "plot",
+                                 "sample", "train"]))
     assert out[1] == "False"  # torch loads on first use of a function
     import snngen.api as api
 

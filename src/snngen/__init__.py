@@ -16,12 +16,12 @@ import typing as _typing
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "evaluate", "leaderboard", "load", "sample", "train"]
+__all__ = ["__version__", "evaluate", "leaderboard", "load", "plot", "sample", "train"]
 
-_API = ("evaluate", "leaderboard", "load", "sample", "train")
+_API = ("evaluate", "leaderboard", "load", "plot", "sample", "train")
 
 if _typing.TYPE_CHECKING:
-    from snngen.api import evaluate, leaderboard, load, sample, train  # noqa: F401
+    from snngen.api import evaluate, leaderboard, load, plot, sample, train  # noqa: F401
 
 
 def __getattr__(name: str) -> _typing.Any:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -247,13 +248,16 @@ def training_curves(run_dir: str | Path) -> dict[str, tuple[list[int], list[floa
 
 
 def style() -> Any:
-    """matplotlib's pyplot with snngen's look (Agg backend; one style for every picture)."""
+    """matplotlib's pyplot with snngen's look (one style for every picture). Outside a
+    notebook, and before anything else chose one, the backend is Agg (files only); in a
+    Jupyter kernel the notebook's own backend is kept, so its figures still show."""
     try:
         import matplotlib
     except ImportError:
         raise SnngenError('plots need matplotlib: pip install matplotlib (or the "leaderboard" '
                           "extra)") from None
-    matplotlib.use("Agg")
+    if "matplotlib.pyplot" not in sys.modules and "ipykernel" not in sys.modules:
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     plt.rcParams.update({

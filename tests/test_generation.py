@@ -488,15 +488,14 @@ def test_acceptance_sddpm_protocol_two_processes_killed_and_resumed(tmp_path, mo
     with 2 processes, it draws only shards 2 and 3, equal to the by-hand draws, and writes
     metrics.json with the protocol's name, version, sample count and reference split."""
     import snngen.metrics.inception as inception
-    import snngen.metrics.measure as measure
-    import snngen.metrics.plan as plan
+    import snngen.metrics.protocols as protocols
     from snngen.cli import main
     from snngen.metrics.features import FeatureNet
     from snngen.runs import load_run
 
     net = type("QuadrantNet", (QuadrantMeans, FeatureNet), {})()
-    monkeypatch.setattr(measure, "protocol_network", lambda *a, **k: net)
-    monkeypatch.setattr(plan, "FEATURE_DIMS", {"classifier": 4, "inception": 4})
+    monkeypatch.setattr(protocols, "protocol_network", lambda *a, **k: net)
+    monkeypatch.setattr(protocols, "FEATURE_DIMS", {"classifier": 4, "inception": 4})
     monkeypatch.setattr(inception, "find_inception_weights", lambda *a, **k: "stand-in")
     monkeypatch.setenv("SNNGEN_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

@@ -52,32 +52,45 @@ def snngen(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedPr
                           capture_output=True, text=True, timeout=300)
 
 
+CLI_SESSION = """
+import sys
+from snngen.cli import main
+
+for line in sys.argv[1:]:
+    print("$ snngen " + line, flush=True)
+    code = main(line.split())
+    print("exit", code, flush=True)
+    if code:
+        sys.exit(code)
+"""
+
+
 def test_custom_model_through_the_command_line(tmp_path):
+    """``snngen models | train | sample | eval | info`` on the plug-in, in one fresh interpreter
+    (what sees the entry point is the installed package's metadata, as for any user)."""
     env = plugin_env(tmp_path)
-    listed = snngen(env, "models", cwd=tmp_path)
-    assert listed.returncode == 0 and "tiny_spiking_vae" in listed.stdout.split(), listed
-
-    train = snngen(env, "train", str(CONFIG), "trainer.max_steps=3", "trainer.max_epochs=null",
-                   "eval.metrics=[mse]", "eval.n_samples=20", "name=plugin", "out_dir=runs",
-                   cwd=tmp_path)
-    assert train.returncode == 0, train.stderr
+    commands = [
+        "models",
+        f"train {CONFIG} trainer.max_steps=3 trainer.max_epochs=null eval.metrics=[mse] "
+        "eval.n_samples=20 name=plugin out_dir=runs",
+        "sample runs/plugin --n 4 --out four.png",
+        "eval runs/plugin --metrics mse --n 16 --out m.json",
+        "info runs/plugin",
+    ]
+    done = subprocess.run([sys.executable, "-c", CLI_SESSION, *commands], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    listed = done.stdout.split("$ snngen ")[1]
+    assert "tiny_spiking_vae" in listed.split(), listed
     run = tmp_path / "runs" / "plugin"
-    ckpt_meta = json.loads((run / "metrics.json").read_text())
-    assert "mse" in json.dumps(ckpt_meta)
-
-    sample = snngen(env, "sample", str(run), "--n", "4", "--out", "four.png", cwd=tmp_path)
-    assert sample.returncode == 0, sample.stderr
+    assert "mse" in json.loads((run / "metrics.json").read_text())
+    assert (run / "config.yaml").read_text().count("name: tiny_spiking_vae") == 1
     from PIL import Image
 
     assert Image.open(tmp_path / "four.png").size[0] > 0
-
-    ev = snngen(env, "eval", str(run), "--metrics", "mse", "--n", "16", "--out", "m.json",
-                cwd=tmp_path)
-    assert ev.returncode == 0, ev.stderr
-    assert "mse" in (tmp_path / "m.json").read_text()
-
-    info = snngen(env, "info", str(run), cwd=tmp_path)
-    assert info.returncode == 0 and "parameters" in info.stdout, info.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["mse"]["n"] == 16
+    info = done.stdout.split("$ snngen info")[1]
+    assert "parameters" in info and "energy" in info
 
 
 def test_a_broken_entry_point_names_its_package_and_breaks_nothing_else(tmp_path):

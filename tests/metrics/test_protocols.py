@@ -229,12 +229,11 @@ def _run_folder(root: Path, **eval_section) -> Path:
 @pytest.fixture
 def counting_network(monkeypatch):
     """Every protocol network becomes one shared :class:`CountingNet`."""
-    import snngen.metrics.measure as measure
-    import snngen.metrics.plan as plan
+    import snngen.metrics.protocols as protocols
 
     net = CountingNet()
-    monkeypatch.setattr(measure, "protocol_network", lambda *a, **k: net)
-    monkeypatch.setattr(plan, "FEATURE_DIMS", {"classifier": 4, "inception": 4})
+    monkeypatch.setattr(protocols, "protocol_network", lambda *a, **k: net)
+    monkeypatch.setattr(protocols, "FEATURE_DIMS", {"classifier": 4, "inception": 4})
     return net
 
 
@@ -501,7 +500,6 @@ def test_eval_reads_the_protocols_reference_of_a_padding_config(protocol, monkey
     from tiny_model import TinyAutoencoder, TinyConfig
 
     import snngen.metrics as metrics
-    import snngen.metrics.measure as measure
     import snngen.metrics.reference as reference
     from snngen.evaluation import evaluate_model
     from snngen.metrics.features import Features
@@ -515,7 +513,7 @@ def test_eval_reads_the_protocols_reference_of_a_padding_config(protocol, monkey
         feats = extract_features(torch.rand(16, 1, 32, 32), net)
         return GaussianStats.of(feats), Features(feats.features, None, net.name), tmp_path
 
-    monkeypatch.setattr(measure, "reference_features", fake_reference)
+    monkeypatch.setattr(reference, "reference_features", fake_reference)
     monkeypatch.setattr(reference, "ReferenceImages", RecordingImages)
     monkeypatch.setattr(metrics, "feature_network", lambda *a, **k: CountingNet())
     monkeypatch.setattr(RecordingImages, "opened", [])

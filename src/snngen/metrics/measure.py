@@ -14,14 +14,15 @@ from typing import Any
 
 from torch import nn
 
+import snngen.metrics.protocols as protocols
+import snngen.metrics.reference as reference
 from snngen.metrics.features import FeatureNet, Features, ModuleFeatures, extract_features
 from snngen.metrics.inception import load_inception_logits, sha256_file
 from snngen.metrics.plan import EvaluationPlan
-from snngen.metrics.protocols import MetricProtocol, get_protocol, protocol_network
+from snngen.metrics.protocols import MetricProtocol, get_protocol
 from snngen.metrics.reference import (
     DataSource,
     load_ref_stats,
-    reference_features,
     reference_size,
     reference_source,
 )
@@ -105,7 +106,7 @@ def prepare_measurement(
         if plan.inception_logits is not None:
             logits = load_inception_logits(plan.inception_logits)
             record["inception_logits"] = logits.record()
-        net = protocol_network(proto, plan.dataset, root=source.root, features=plan.kind,
+        net = protocols.protocol_network(proto, plan.dataset, root=source.root, features=plan.kind,
                                inception_logits=logits)
         record.update(features=net.name, resize=proto.resize_for(plan.kind),
                       quantize=proto.quantize and plan.kind == "inception")
@@ -121,7 +122,7 @@ def prepare_measurement(
         else:
             size = reference_size(proto, plan.kind, source)
             src = DataSource(source.name, source.root, size, source.options)
-            stats, real_feats, path = reference_features(
+            stats, real_feats, path = reference.reference_features(
                 proto, net, src, split=plan.split, batch_size=batch_size, progress=progress
             )
             real_stats = stats if real_stats is None else real_stats
@@ -172,9 +173,9 @@ def protocol_reference(
     proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
     source = reference_source(proto, source)
     kind = proto.features_for(source.name, features)
-    net = protocol_network(proto, source.name, root=source.root, features=kind)
+    net = protocols.protocol_network(proto, source.name, root=source.root, features=kind)
     src = DataSource(source.name, source.root, reference_size(proto, kind, source),
                      source.options)
-    stats, feats, _ = reference_features(proto, net, src, split=split or proto.split_for(
+    stats, feats, _ = reference.reference_features(proto, net, src, split=split or proto.split_for(
         source.name), batch_size=batch_size, progress=progress)
     return net, stats, feats

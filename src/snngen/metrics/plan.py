@@ -11,13 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import snngen.metrics.protocols as protocols
 from snngen.metrics.features import MetricsError
 from snngen.metrics.inception import (
     INCEPTION_LOGITS_ENV,
     inception_logits_path,
     load_inception_logits,
 )
-from snngen.metrics.protocols import FEATURE_DIMS, PROTOCOLS, MetricProtocol
+from snngen.metrics.protocols import PROTOCOLS, MetricProtocol
 from snngen.metrics.reference import load_ref_stats
 
 SAMPLE_METRICS = ("fid", "kid", "is", "pr", "aefd")
@@ -99,6 +100,6 @@ def plan_evaluation(
         if logits is not None:
             load_inception_logits(logits, what=logits_what)
         if refs is not None:
-            load_ref_stats(refs, FEATURE_DIMS[kind], what=flags["ref_stats"])
+            load_ref_stats(refs, protocols.FEATURE_DIMS[kind], what=flags["ref_stats"])
     return EvaluationPlan(proto, dataset or "", proto.split_for(dataset or ""), kind,
                           n or proto.n_samples, sample_metrics, refs, logits)

@@ -35,8 +35,10 @@ def make_grid(
 
 
 def to_pil(image: Tensor) -> Image.Image:
-    """Return a PIL image of ``[C, H, W]`` in [0, 1] (C = 1 grey, C = 3 RGB)."""
-    arr = (image.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    """Return a PIL image of ``[C, H, W]`` in [0, 1] (C = 1 grey, C = 3 RGB), quantised as
+    torchvision's ``save_image`` does (``x * 255 + 0.5``, clamped, truncated: halves round up),
+    so a PNG snngen writes holds the levels pytorch-fid reads from such files."""
+    arr = (image.detach().cpu().float() * 255 + 0.5).clamp(0, 255).to(torch.uint8).numpy()
     if arr.shape[0] == 1:
         return Image.fromarray(arr[0], mode="L")
     return Image.fromarray(np.transpose(arr[:3], (1, 2, 0)), mode="RGB")

@@ -288,7 +288,9 @@ def test_load_refuses_what_is_not_a_run(tmp_path, capsys):
     nope = tmp_path / "nope"
     assert str(err.value) == f"{nope} is not a snngen run folder (no config.yaml in it)"
     assert f"snngen: error: {err.value}" == cli_error(capsys, ["sample", str(tmp_path / "nope")])
-    with pytest.raises(SnngenError, match="--device cuda:7"):
+    # the API names its keyword argument (the command line says --device cuda:7)
+    with pytest.raises(SnngenError, match="^device='cuda:7': this machine has no CUDA GPU; "
+                                          "use device='cpu'"):
         snngen.load(tmp_path, device="cuda:7")
 
 
@@ -448,3 +450,19 @@ def test_leaderboard_is_the_board_module(monkeypatch):
     monkeypatch.setitem(sys.modules, "snngen.board", fake)
     assert snngen.leaderboard(runs="runs", metric="fid") == "table"
     assert calls == [{"runs": "runs", "metric": "fid"}]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("gpu", "device='gpu': expected auto, cpu, cuda or cuda:N"),
+    ("cuda:x", "device='cuda:x': expected auto, cpu, cuda or cuda:N"),
+])
+def test_api_device_errors_name_the_keyword(tmp_path, spec, message):
+    """``snngen.load(run, device=...)`` speaks of its keyword; the command line of --device."""
+    from snngen.devices import resolve_device
+    from snngen.errors import SnngenError
+
+    with pytest.raises(SnngenError) as err:
+        snngen.load(tmp_path, device=spec)
+    assert str(err.value) == message
+    with pytest.raises(SnngenError, match=f"^--device {spec}: expected auto, cpu"):
+        resolve_device(spec)

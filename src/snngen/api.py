@@ -269,10 +269,11 @@ def open_run(
     (``model.run``; ``model.sample`` checks its options as the command line does)."""
     import torch
 
-    from snngen.devices import resolve_device
+    from snngen.devices import API_NAMES, resolve_device
     from snngen.runs import attach_training_set, load_run
 
-    dev = device if isinstance(device, torch.device) or device is None else resolve_device(device)
+    dev = (device if isinstance(device, torch.device) or device is None
+           else resolve_device(device, API_NAMES))
     run = load_run(_run_path(run_dir), ema=ema)
     if dev is not None:
         run.model.to(dev)
@@ -486,7 +487,7 @@ def evaluate(
     again reuses them. The result is merged into ``out``, every earlier result kept
     (:mod:`snngen.results`). Raises :class:`~snngen.errors.SnngenError` naming a bad value.
     """
-    from snngen.devices import check_devices
+    from snngen.devices import API_NAMES, check_devices
 
     _check_keywords(evaluate, sample_options)
     names = None if metrics is None else check_metrics(metrics, "metrics")
@@ -496,7 +497,8 @@ def evaluate(
             _check_whole(key, value)
     _check_seed(seed)
     is_path = isinstance(model_or_run_dir, (str, os.PathLike))
-    dev = check_devices(device or "auto", devices) if device is not None or is_path else None
+    dev = (check_devices(device or "auto", devices, API_NAMES)
+           if device is not None or is_path else None)
     run = _require_run(_open_model(model_or_run_dir, None)[0])
     call = _call("evaluate", run.path, metrics, n=n, protocol=protocol, seed=seed,
                  **sample_options)
@@ -591,9 +593,9 @@ def _open_model(source: Any, device: str | None) -> tuple[Run | None, Generative
         run = open_run(_run_path(source), device or "cpu")
         return run, run.model
     if device is not None:
-        from snngen.devices import resolve_device
+        from snngen.devices import API_NAMES, resolve_device
 
-        model.to(resolve_device(device))
+        model.to(resolve_device(device, API_NAMES))
     return run, model
 
 

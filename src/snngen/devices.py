@@ -12,34 +12,41 @@ import torch
 
 from snngen.errors import SnngenError
 
+#: how the command line spells the options, and how the Python API spells them
+CLI_NAMES = {"device": "--device {}", "devices": "--devices {}", "cpu": "--device cpu"}
+API_NAMES = {"device": "device={!r}", "devices": "devices={}", "cpu": "device='cpu'"}
 
-def resolve_device(spec: str | None = "auto") -> torch.device:
+
+def resolve_device(spec: str | None = "auto", names: dict[str, str] = CLI_NAMES) -> torch.device:
     """Return the device named by ``--device``: ``auto`` (a GPU when present, else the CPU),
     ``cpu``, ``cuda`` or ``cuda:N``. A CUDA device this machine lacks is a one-line
-    :class:`SnngenError`."""
+    :class:`SnngenError` naming the option as ``names`` spells it (:data:`CLI_NAMES`, or
+    :data:`API_NAMES` for the Python API's keyword arguments)."""
     text = (spec or "auto").strip().lower()
     if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if text == "cpu":
         return torch.device("cpu")
+    what = names["device"].format(spec)
     kind, _, index = text.partition(":")
     if kind != "cuda" or (index and not index.isdigit()):
-        raise SnngenError(f"--device {spec}: expected auto, cpu, cuda or cuda:N")
+        raise SnngenError(f"{what}: expected auto, cpu, cuda or cuda:N")
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if count == 0:
-        raise SnngenError(f"--device {spec}: this machine has no CUDA GPU; use --device cpu")
+        raise SnngenError(f"{what}: this machine has no CUDA GPU; use {names['cpu']}")
     if index and int(index) >= count:
-        raise SnngenError(f"--device {spec}: this machine has {count} GPU(s), cuda:0 .. "
+        raise SnngenError(f"{what}: this machine has {count} GPU(s), cuda:0 .. "
                           f"cuda:{count - 1}")
     return torch.device(text)
 
 
-def check_devices(device: str, devices: int) -> torch.device:
+def check_devices(device: str, devices: int, names: dict[str, str] = CLI_NAMES) -> torch.device:
     """The ``--device`` to evaluate on, refusing ``--devices N`` beyond this machine's GPUs."""
-    dev = resolve_device(device)
+    dev = resolve_device(device, names)
     if dev.type == "cuda" and devices > torch.cuda.device_count():
-        raise SnngenError(f"--devices {devices}: this machine has {torch.cuda.device_count()} "
-                          "GPU(s); use fewer, or --device cpu for CPU processes")
+        raise SnngenError(f"{names['devices'].format(devices)}: this machine has "
+                          f"{torch.cuda.device_count()} GPU(s); use fewer, or {names['cpu']} for "
+                          "CPU processes")
     return dev
 
 

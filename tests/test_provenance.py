@@ -106,3 +106,19 @@ def test_plot_refuses_bad_values_in_one_line_writing_nothing(run, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and fragment in err, err
         assert not out.exists()
+
+
+def test_plot_from_python_names_its_keyword_arguments(run):
+    """``snngen.plot`` speaks of ``layers=`` / ``only=`` / ``solver``, not of the flags."""
+    import snngen
+    from snngen.errors import SnngenError
+
+    out = run / "elsewhere"
+    for kwargs, start in (({"layers": ["nope"]}, "layers=nope: not a spiking layer"),
+                          ({"only": ["chain", "bogus"]}, "only=bogus: choose from"),
+                          ({"solver": "ddim"}, "solver does not apply to model 'sae'")):
+        with pytest.raises(SnngenError) as err:
+            snngen.plot(run, out=out, **kwargs)
+        assert str(err.value).startswith(start), err.value
+        assert "--" not in str(err.value)
+        assert not out.exists()

@@ -524,6 +524,7 @@ def plot(
     seed: int = 0,
     only: Sequence[str] | None = None,
     device: str = "cpu",
+    keywords: bool = True,
     **sample_options: Any,
 ) -> list[Path]:
     """``snngen plot RUN``: the pictures of :mod:`snngen.plots` that apply to a run, written into
@@ -531,25 +532,32 @@ def plot(
     on (as ``snngen info --batch``); ``layers``: spiking layers for the raster and membrane
     pictures (default: a few across the network); ``chain``: samples in the denoising chain;
     ``only``: some of ``rates, raster, membrane, chain, codebook, curves``; ``sample_options``
-    (``solver``, ``steps``) are checked as ``snngen sample`` checks them."""
+    (``solver``, ``steps``) are checked as ``snngen sample`` checks them. A bad value is a
+    one-line error naming the keyword argument (``keywords=False``: the command's flag, as
+    ``snngen plot`` reports it)."""
     from snngen.evaluation import sample_kwargs, test_batches
     from snngen.files import check_writable_folder
     from snngen.plots import PICTURES, choose_layers, plot_model, style
     from snngen.runs import open_datasets
 
+    def name(key: str) -> str:
+        return f"{key}=" if keywords else f"--{key} "
+
     which = list(PICTURES if only is None else only)
     bad = [w for w in which if w not in PICTURES]
     if bad or not which:
-        raise SnngenError(f"--only {','.join(bad or which)}: choose from {', '.join(PICTURES)}")
+        raise SnngenError(f"{name('only')}{','.join(bad or which)}: choose from "
+                          f"{', '.join(PICTURES)}")
     for key, value in (("n", n), ("chain", chain)):
         _check_whole(key, value)
     _check_seed(seed)
     style()  # matplotlib present, before any work
     run = open_run(run_dir, device)
-    layers = None if layers is None else choose_layers(run.model, list(layers))
-    opts = sample_kwargs(run.model, **sample_options)
+    layers = None if layers is None else choose_layers(run.model, list(layers),
+                                                       what=name("layers").strip())
+    opts = sample_kwargs(run.model, keywords, **sample_options)
     folder = Path(out) if out is not None else run.path / "plots"
-    check_writable_folder(folder, 5_000_000, what="--out")
+    check_writable_folder(folder, 5_000_000, what=name("out").strip().rstrip("="))
     _, test_set = open_datasets(run.cfg)
     x = next(test_batches(test_set, n, n))
     items = x.shape[1] if run.info.events else x.shape[0]

@@ -572,7 +572,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
         return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
     paths = plot(args.run, out=args.out, layers=items(args.layers), n=args.n, chain=args.chain,
-                 seed=args.seed, only=items(args.only), solver=args.solver, steps=args.steps)
+                 seed=args.seed, only=items(args.only), solver=args.solver, steps=args.steps,
+                 keywords=False)
     for path in paths:
         print(path)
     if not paths:

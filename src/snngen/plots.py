@@ -101,7 +101,8 @@ def neuron_layers(model: nn.Module) -> list[str]:
 
 
 def choose_layers(model: nn.Module, layers: Sequence[str] | None = None,
-                  k: int = DEFAULT_LAYERS, among: Sequence[str] | None = None) -> list[str]:
+                  k: int = DEFAULT_LAYERS, among: Sequence[str] | None = None,
+                  what: str = "--layers") -> list[str]:
     """``layers`` checked against the model's neuron layers (one-line error naming a bad one),
     or, when None, ``k`` of ``among`` (default: all neuron layers) evenly spread, first and last
     included."""
@@ -114,7 +115,8 @@ def choose_layers(model: nn.Module, layers: Sequence[str] | None = None,
     bad = [name for name in layers if name not in names]
     if bad:
         shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
-        raise SnngenError(f"--layers {bad[0]}: not a spiking layer of model "
+        sep = "" if what.endswith("=") else " "
+        raise SnngenError(f"{what}{sep}{bad[0]}: not a spiking layer of model "
                           f"{getattr(model, 'name', type(model).__name__)!r}; "
                           f"its {len(names)} layers are {shown or 'none'}")
     return list(layers)

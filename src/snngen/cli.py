@@ -229,7 +229,6 @@ def _add_train_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
 
 
-
 def _add_sample_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     """``snngen sample``: its arguments, help and examples."""
     p = sub.add_parser(
@@ -261,7 +260,6 @@ def _add_sample_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
         help="threshold-guided sampling: scale every neuron threshold, > 0 (spiking diffusion)",
     )
     add_device_options(p, shards=False)
-
 
 
 def _add_eval_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
@@ -309,7 +307,6 @@ def _add_eval_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     add_device_options(p, shards=True)
 
 
-
 def _add_info_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     """``snngen info``: its arguments, help and examples."""
     p = sub.add_parser(
@@ -323,7 +320,6 @@ def _add_info_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     p.add_argument("--count", choices=["original"], default=None,
                    help="FSVAE: also count additions/multiplications as the original code does")
-
 
 
 def _add_plot_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
@@ -351,7 +347,6 @@ def _add_plot_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     p.add_argument("--out", default=None, help="folder for the PNGs (default RUN/plots/)")
 
 
-
 def _add_import_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     """``snngen import``: its arguments, help and examples."""
     p = sub.add_parser(
@@ -368,7 +363,6 @@ def _add_import_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     p.add_argument("--no-ema", action="store_true",
                    help="take the trained weights, not the original's EMA copy")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the config")
-
 
 
 def _add_leaderboard_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
@@ -466,8 +460,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from snngen.api import open_run
+    from snngen.devices import resolve_device
     from snngen.evaluation import require_sampling, sample_batches, sample_kwargs
-    from snngen.generation import resolve_device
     from snngen.sample_files import default_sample_output, plan_sample_output, write_sample_batches
 
     run = open_run(args.run, resolve_device(args.device))
@@ -515,8 +509,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"snngen: merged into {out}; earlier results are kept under \"results\"",
           file=sys.stderr)
     return 0
-
-
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ from snngen.generation import (
     weights_fingerprint,
 )
 from snngen.models import GenerativeModel
-from snngen.report import (  # noqa: F401
+from snngen.report import (  # noqa: F401  (events_to_images: its old home, kept importable)
     as_images,
     events_to_images,
     is_event_batch,

@@ -48,9 +48,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from snngen.devices import model_device, resolve_device  # noqa: F401  (snngen.generation.*)
+from snngen.devices import model_device, resolve_device  # noqa: F401  (resolve_device: its old home)
 from snngen.errors import SnngenError
-from snngen.files import weights_fingerprint  # noqa: F401
+from snngen.files import weights_fingerprint
 from snngen.report import as_images
 
 #: images per shard unless the caller says otherwise

@@ -242,7 +242,7 @@ def load_model_parts(model_cfg) -> dict:
     (:class:`~snngen.models.base.RunPart`): the keyword arguments of its constructor. A part
     that cannot be loaded is a one-line error naming the config key (``model.<field>``)."""
     parts = {}
-    for part in getattr(get_model_entry(model_cfg.name).model_cls, "run_parts", ()):
+    for part in get_model_entry(model_cfg.name).model_cls.run_parts:
         ref = getattr(model_cfg, part.field, None)
         if not ref:
             continue

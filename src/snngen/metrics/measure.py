@@ -99,7 +99,7 @@ def prepare_measurement(
     if not main:
         return Measurement(plan, None, None, None, record)
     if features is not None:
-        net = features if isinstance(features, FeatureNet) else _module_features(features)
+        net = features if isinstance(features, FeatureNet) else ModuleFeatures(features)
         record.update(features=net.name, reference_split="the given images (custom features)")
     else:
         logits = None
@@ -128,10 +128,6 @@ def prepare_measurement(
             real_stats = stats if real_stats is None else real_stats
             record["reference"] = {"n": real_feats.n, "image_size": size, "cache": str(path)}
     return Measurement(plan, net, real_stats, real_feats, record)
-
-
-def _module_features(module: nn.Module) -> FeatureNet:
-    return ModuleFeatures(module)
 
 
 def _dim(net: FeatureNet) -> int | None:

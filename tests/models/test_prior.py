@@ -159,6 +159,8 @@ def test_prior_on_a_stage1_run(stage1_runs, kind):
     assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
     out["loss"].backward()
     assert all(p.grad is None for p in prior.stage1.parameters())
+    # frozen, as the original's first stage: no gradient is even recorded for its weights
+    assert not any(p.requires_grad for p in prior.stage1.parameters())
     prior.eval()
     # vanilla: the original's baseline, one step's 16 codes per sequence, 2 steps per sample
     assert prior.seq_len == 16 and prior.code_steps == (2 if kind == "vanilla" else 1)

@@ -141,6 +141,7 @@ EPILOG_LEADERBOARD = """examples:
   snngen leaderboard --budget-minutes 15      # a longer budget, its own board folder
   snngen leaderboard --quick                  # a smoke test of the whole pipeline (minutes)
   snngen leaderboard --rows sddpm,sdm --jobs 2
+  snngen leaderboard --budget-minutes 20 --rows fsvae,ddpm --inception-samples 0
   snngen leaderboard --rows fsvae,my_model.yaml   # your own model's config as a row
 run from the repository root; writes docs/leaderboard.md (+ .json) and docs/img/*.png; an
 interrupted board resumes: finished stages are not retrained, measured rows not remeasured
@@ -392,6 +393,9 @@ def _add_leaderboard_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
                    + ", or a config file (.yaml) for a row of your own model")
     p.add_argument("--remeasure", action="store_true",
                    help="measure every row again (trained stages are kept)")
+    p.add_argument("--inception-samples", type=int, default=None, metavar="N",
+                   help="samples per row scored for Inception FID (default 1000; 0 skips the "
+                   "column, about 4 CPU-minutes per row)")
 
 
 def _add_models_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
@@ -588,7 +592,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
     run_leaderboard(args.budget_minutes, quick=args.quick, out=args.out, doc=args.doc,
-                    img_dir=args.img_dir, jobs=args.jobs, rows=rows, remeasure=args.remeasure)
+                    img_dir=args.img_dir, jobs=args.jobs, rows=rows, remeasure=args.remeasure,
+                    inception_samples=args.inception_samples)
     return 0
 
 

@@ -14,6 +14,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from snngen.board.entries import ENTRIES
+from snngen.board.settings import BoardSettings
 from snngen.errors import SnngenError
 
 #: what every row of one table must share
@@ -162,7 +164,7 @@ def write_board(board, entries, *, wall_seconds: float, doc, img_dir, echo=print
     total_wall = sum(history)
     record = {
         "date": _dt.date.today().isoformat(), "machine": machine_text(),
-        "command": command_text(board),
+        "command": command_text(board, entries),
         "wall_seconds": round(total_wall, 1), "invocations_wall_seconds": history,
         "settings": board.settings.record(), "rows": ranked(rows),
     }
@@ -244,11 +246,18 @@ def kept_analysis(doc: Path) -> str:
     return "" if i < 0 else "\n" + text[i:]
 
 
-def command_text(board) -> str:
+def command_text(board, entries=None) -> str:
+    """The command that reproduces ``board`` with its rows ``entries`` (default: all)."""
     s = board.settings
     if s.quick:
         return "snngen leaderboard --quick"
-    return f"snngen leaderboard --budget-minutes {s.budget_minutes:g}"
+    cmd = f"snngen leaderboard --budget-minutes {s.budget_minutes:g}"
+    if s.inception_n != BoardSettings().inception_n:
+        cmd += f" --inception-samples {s.inception_n}"
+    keys = [e.key for e in entries] if entries is not None else None
+    if keys is not None and sorted(keys) != sorted(e.key for e in ENTRIES):
+        cmd += " --rows " + ",".join(keys)
+    return cmd
 
 
 def markdown_doc(record: dict, images: dict, doc: Path | None) -> str:

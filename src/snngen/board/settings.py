@@ -62,8 +62,11 @@ class BoardSettings:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 2:
                 raise SnngenError(f"{name}: must be a whole number >= 2, got {v!r}")
-        if not isinstance(self.inception_n, int) or not 0 <= self.inception_n <= self.n_samples:
-            raise SnngenError(f"inception_n: must be in [0, n_samples], got {self.inception_n!r}")
+        i = self.inception_n
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i <= self.n_samples \
+                or i == 1:
+            raise SnngenError(f"--inception-samples: must be 0 (no Inception FID) or a whole "
+                              f"number in [2, {self.n_samples}], got {i!r}")
         if self.curve_n > self.n_samples:
             raise SnngenError(f"curve_n: must be <= n_samples, got {self.curve_n}")
 

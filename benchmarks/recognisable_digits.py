@@ -3,7 +3,9 @@
 Draws ``--n`` samples (``snngen sample``'s, same seed), classifies them with the in-package
 mnist5k classifier (97 % test accuracy on real digits) and prints the share of samples it
 recognises with softmax confidence >= ``--confidence`` (real test digits give the reference
-share), the mean confidence and the class histogram; writes JSON to ``benchmarks/results/``.
+share), the mean confidence and the class histogram. For a model that reconstructs, the same
+for its reconstructions of the 500 test digits: what its decoder can draw, so the gap to the
+samples is what its prior (or sampler) loses. Writes JSON to ``benchmarks/results/``.
 
     python benchmarks/recognisable_digits.py runs/quickstart_mnist5k --n 1000
 """
@@ -52,6 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     rec = {"run": str(args.run), "confidence": args.confidence,
            "samples": verdict(net, fake, args.confidence),
            "test_digits": verdict(net, real, args.confidence)}
+    model = snngen.load(args.run)
+    if hasattr(model, "reconstruct"):
+        from snngen.runs import open_datasets
+
+        _, test_run = open_datasets(model.run.cfg)  # as the run's data config has them
+        inputs = torch.stack([test_run[i][0] for i in range(len(test_run))])
+        g = torch.Generator().manual_seed(args.seed)
+        with torch.no_grad():
+            recon = torch.cat([model.reconstruct(x, generator=g) for x in inputs.split(250)])
+        rec["test_reconstructions"] = verdict(net, recon.clamp(0, 1), args.confidence)
     print(json.dumps(rec, indent=2))
     out = Path(args.out) if args.out else RESULTS / f"recognisable_{Path(args.run).name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -270,3 +270,49 @@ def test_a_row_reads_each_checkpoint_once(tmp_path, monkeypatch):
     assert json.loads(board.row_file("sdm").read_text())["training"] == rec["training"]
     # the floor at the samples' size (4 px here), on the board's FID measurement
     assert (rec["output_px"], rec["resolution_floor_fid"]) == (4, 1.0)
+
+
+def test_a_row_is_measured_right_after_the_training_it_needs(tmp_path):
+    """The runner starts the first ready job in list order, so the order is the schedule: with
+    every stage untrained, each row's measurement comes straight after its own training, not
+    after every training of the board (the converted DDPM's measurement, the longest job, starts
+    as soon as the DDPM is trained)."""
+    board = Board(tmp_path, SETTINGS)
+    board.open()
+    rows = [entry("ddpm"), entry("ddpm_converted"), entry("sddpm"), entry("sdm"),
+            entry("fsvae")]
+    names = [j.name for j in plan_jobs(board, rows)]
+    assert names == ["train:ddpm", "measure:ddpm", "measure:ddpm_converted", "train:sddpm",
+                     "measure:sddpm", "train:sdm_tsm", "measure:sdm", "train:fsvae",
+                     "measure:fsvae"]
+
+
+@pytest.mark.parametrize("n", [1, -1, 5001, True, 2.5])
+def test_inception_samples_outside_0_or_2_to_n_samples_are_refused(n):
+    with pytest.raises(SnngenError, match=r"--inception-samples: .* got"):
+        BoardSettings(inception_n=n)
+
+
+def test_the_reproduce_command_names_inception_samples_and_a_subset_of_rows(tmp_path):
+    from snngen.board.report import command_text
+
+    full = Board(tmp_path, BoardSettings(budget_minutes=20.0))
+    assert command_text(full, list(ENTRIES)) == "snngen leaderboard --budget-minutes 20"
+    lean = Board(tmp_path, BoardSettings(budget_minutes=20.0, inception_n=0))
+    assert command_text(lean, [entry("sddpm"), entry("fsvae")]) == (
+        "snngen leaderboard --budget-minutes 20 --inception-samples 0 --rows sddpm,fsvae")
+    assert command_text(lean, list(reversed(ENTRIES))) == (
+        "snngen leaderboard --budget-minutes 20 --inception-samples 0")
+
+
+def test_the_command_line_passes_inception_samples_to_the_board(monkeypatch):
+    import snngen.board as board_mod
+    from snngen.cli import main
+
+    seen = {}
+    monkeypatch.setattr(board_mod, "run_leaderboard",
+                        lambda *a, **kw: seen.update(kw, budget=a[0]))
+    assert main(["leaderboard", "--budget-minutes", "20", "--inception-samples", "0",
+                 "--rows", "fsvae,ddpm"]) == 0
+    assert seen["inception_samples"] == 0 and seen["budget"] == 20.0
+    assert seen["rows"] == ["fsvae", "ddpm"]

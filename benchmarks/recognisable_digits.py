@@ -41,31 +41,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--confidence", type=float, default=0.9)
+    p.add_argument("--checkpoint", default=None,
+                   help="another checkpoint of RUN/checkpoints/ (e.g. cpu_2_of_4.ckpt)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     import snngen
     from snngen.data import get_dataset
     from snngen.metrics.classifier import load_classifier
+    from snngen.runs import load_run, open_datasets
 
     net = load_classifier("mnist5k").eval()
-    fake = snngen.sample(args.run, args.n, seed=args.seed)
+    run = load_run(args.run, checkpoint=args.checkpoint)
+    fake = snngen.sample(run, args.n, seed=args.seed)
     test = get_dataset("mnist5k", split="test", image_size=32)
     real = torch.stack([test[i][0] for i in range(len(test))])
-    rec = {"run": str(args.run), "confidence": args.confidence,
+    rec = {"run": str(args.run), "checkpoint": args.checkpoint or "last.ckpt",
+           "steps": run.meta.get("batches_seen"), "confidence": args.confidence,
            "samples": verdict(net, fake, args.confidence),
            "test_digits": verdict(net, real, args.confidence)}
-    model = snngen.load(args.run)
+    model = run.model.eval()
     if hasattr(model, "reconstruct"):
-        from snngen.runs import open_datasets
-
-        _, test_run = open_datasets(model.run.cfg)  # as the run's data config has them
+        _, test_run = open_datasets(run.cfg)  # as the run's data config has them
         inputs = torch.stack([test_run[i][0] for i in range(len(test_run))])
         g = torch.Generator().manual_seed(args.seed)
         with torch.no_grad():
             recon = torch.cat([model.reconstruct(x, generator=g) for x in inputs.split(250)])
         rec["test_reconstructions"] = verdict(net, recon.clamp(0, 1), args.confidence)
     print(json.dumps(rec, indent=2))
-    out = Path(args.out) if args.out else RESULTS / f"recognisable_{Path(args.run).name}.json"
+    tag = f"_{Path(args.checkpoint).stem}" if args.checkpoint else ""
+    out = Path(args.out) if args.out else RESULTS / f"recognisable_{Path(args.run).name}{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rec, indent=2))
     return 0

@@ -137,7 +137,7 @@ in the prior's config).
 
 
 EPILOG_LEADERBOARD = """examples:
-  snngen leaderboard                          # 5 CPU-minutes per model, ~2.5 h on 2 cores
+  snngen leaderboard                          # 5 CPU-minutes per model, 2-2.5 h on 2 cores
   snngen leaderboard --budget-minutes 15      # a longer budget, its own board folder
   snngen leaderboard --quick                  # a smoke test of the whole pipeline (minutes)
   snngen leaderboard --rows sddpm,sdm --jobs 2
@@ -376,7 +376,8 @@ def _add_leaderboard_parser(sub: argparse._SubParsersAction, fmt: type) -> None:
     )
     p.add_argument("--budget-minutes", type=positive_float, default=None,
                    help="training CPU-minutes per model, one thread each (default 5: the whole "
-                   "board took 2 h 33 min on 2 cores, docs/leaderboard.md)")
+                   "board takes 2-2.5 h on 2 cores, under 1.5 h without Inception FID; "
+                   "docs/leaderboard.md)")
     p.add_argument("--quick", action="store_true",
                    help="a smoke test: 3 CPU-seconds per model, 100 samples, no Inception "
                    "(writes into the board folder, not docs/)")

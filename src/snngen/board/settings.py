@@ -25,7 +25,7 @@ INCEPTION_PROTOCOL = "snngen"
 #: the diffusion samplers each diffusion row is tried with (solver, network calls)
 SWEEP = (("ddim", 10), ("ddim", 20), ("dpm-solver", 10), ("dpm-solver", 20))
 QUICK_SWEEP = (("ddim", 4), ("dpm-solver", 4))
-#: the default CPU minutes per model: the whole board took 2 h 33 min on 2 cores
+#: the default CPU minutes per model: the whole board takes 2-2.5 h on 2 cores (docs/leaderboard.md)
 DEFAULT_BUDGET_MINUTES = 5.0
 #: the --quick budget: seconds of training per model, for smoke tests
 QUICK_BUDGET_MINUTES = 0.05

@@ -316,3 +316,19 @@ def test_the_command_line_passes_inception_samples_to_the_board(monkeypatch):
                  "--rows", "fsvae,ddpm"]) == 0
     assert seen["inception_samples"] == 0 and seen["budget"] == 20.0
     assert seen["rows"] == ["fsvae", "ddpm"]
+
+
+def test_a_page_of_some_rows_says_how_many_and_the_budget(tmp_path):
+    from snngen.board.report import markdown_doc
+
+    def record(keys):
+        return {"date": "2026-12-07", "machine": "m", "wall_seconds": 60.0,
+                "invocations_wall_seconds": [60.0], "command": "snngen leaderboard",
+                "settings": BoardSettings(budget_minutes=20.0).record(),
+                "rows": [row(k, 10.0 + i, settings=BoardSettings(budget_minutes=20.0))
+                         for i, k in enumerate(keys)]}
+
+    some = markdown_doc(record(["fsvae", "ddpm"]), {}, None)
+    assert some.splitlines()[0] == "# Leaderboard: 2 snngen models at 20 CPU-minutes"
+    every = markdown_doc(record([e.key for e in ENTRIES]), {}, None)
+    assert every.splitlines()[0] == "# Leaderboard: every snngen model at 20 CPU-minutes"

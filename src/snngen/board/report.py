@@ -201,7 +201,6 @@ def rerender(json_path: Path, doc: Path, *, floors: Path, img_dir: Path | None,
     """Write ``doc`` again from a board's JSON (``json_path``, rewritten too) without re-running
     any row: today's table (rows measured before resolution floors get theirs, measured once
     per size in ``floors``), the pictures already in ``img_dir``, the analysis kept."""
-    from snngen.board.entries import ENTRIES
     from snngen.board.floor import add_floors
     from snngen.files import write_text
 
@@ -268,7 +267,10 @@ def markdown_doc(record: dict, images: dict, doc: Path | None) -> str:
         return os.path.relpath(p, doc.parent) if doc is not None else str(p)
 
     rows = record["rows"]
-    out = ["# Leaderboard: every snngen model at the same budget", ""]
+    every = sorted(r["row"] for r in rows) == sorted(e.key for e in ENTRIES)
+    which = "every snngen model" if every else f"{len(rows)} snngen models"
+    budget = record["settings"]["budget_minutes"]
+    out = [f"# Leaderboard: {which} at {budget:g} CPU-minutes", ""]
     out += [f"Measured {record['date']} on {record['machine']}; the whole board took "
             f"**{record['wall_seconds'] / 60:.0f} min** of wall time "
             f"({len(record['invocations_wall_seconds'])} invocation(s)). Reproduce with:", "",

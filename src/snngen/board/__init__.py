@@ -123,10 +123,12 @@ def row_major(jobs: list[Job]) -> list[Job]:
     most of an hour) starts as soon as its model is trained, not after every other training."""
     by_name = {j.name: j for j in jobs}
     order: list[Job] = []
+    placed: set[str] = set()
 
     def place(j: Job) -> None:
-        if j in order:
+        if j.name in placed:
             return
+        placed.add(j.name)
         for a in j.after:
             if a in by_name:
                 place(by_name[a])
@@ -173,12 +175,8 @@ def run_leaderboard(
             raise SnngenError("--quick measures no Inception FID; drop --inception-samples")
         settings = BoardSettings.quick_settings()
     else:
-        defaults = BoardSettings()
-        settings = BoardSettings(
-            budget_minutes=budget_minutes if budget_minutes is not None
-            else defaults.budget_minutes,
-            inception_n=inception_samples if inception_samples is not None
-            else defaults.inception_n)
+        given = {"budget_minutes": budget_minutes, "inception_n": inception_samples}
+        settings = BoardSettings(**{k: v for k, v in given.items() if v is not None})
     try:
         chosen = [entry(r) for r in rows] if rows else list(ENTRIES)
     except KeyError as err:

@@ -254,9 +254,14 @@ def command_text(board, entries=None) -> str:
     if s.inception_n != BoardSettings().inception_n:
         cmd += f" --inception-samples {s.inception_n}"
     keys = [e.key for e in entries] if entries is not None else None
-    if keys is not None and sorted(keys) != sorted(e.key for e in ENTRIES):
+    if keys is not None and not every_row(keys):
         cmd += " --rows " + ",".join(keys)
     return cmd
+
+
+def every_row(keys) -> bool:
+    """Whether the row keys ``keys`` are exactly snngen's own rows (:data:`ENTRIES`)."""
+    return sorted(keys) == sorted(e.key for e in ENTRIES)
 
 
 def markdown_doc(record: dict, images: dict, doc: Path | None) -> str:
@@ -267,8 +272,8 @@ def markdown_doc(record: dict, images: dict, doc: Path | None) -> str:
         return os.path.relpath(p, doc.parent) if doc is not None else str(p)
 
     rows = record["rows"]
-    every = sorted(r["row"] for r in rows) == sorted(e.key for e in ENTRIES)
-    which = "every snngen model" if every else f"{len(rows)} snngen models"
+    which = ("every snngen model" if every_row(r["row"] for r in rows)
+             else f"{len(rows)} snngen models")
     budget = record["settings"]["budget_minutes"]
     out = [f"# Leaderboard: {which} at {budget:g} CPU-minutes", ""]
     out += [f"Measured {record['date']} on {record['machine']}; the whole board took "
